@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make run` and `make test`.
+# Both create .venv when missing and install the pinned set from constraints.txt.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test bench lock clean
+
+$(STAMP): constraints.txt requirements.in pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.in -c constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m cachelib.main
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+# Re-resolve the pinned set (needs the package index).
+lock:
+	rm -rf /tmp/cachelib-lock && $(PY) -m venv /tmp/cachelib-lock
+	/tmp/cachelib-lock/bin/pip install --quiet -r requirements.in
+	/tmp/cachelib-lock/bin/pip freeze > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,308 @@
+"""Point-in-time DTO storage for one tick flow: ``IStrategyCache`` and ``StrategyCache``.
+
+A *run* is one pass of the tick flow over a single tick. ``TickCacheManager`` opens it with
+:meth:`StrategyCache.start_run` (handing over a fresh, empty tick-cache dictionary and the
+tick's timestamp), the workers store and read DTOs through ``set_dto`` / ``get_dtos`` /
+``has_dto``, and :meth:`StrategyCache.clear` closes it. Nothing survives ``clear()``, so no
+state from one tick leaks into the next except what a worker deliberately keeps itself.
+
+State machine::
+
+    Initial --start_run()--> Active --clear()--> Initial
+                               |
+                               +-- get_run_anchor(), set_dto(), get_dtos(), has_dto()
+
+Every method but ``start_run`` and ``clear`` raises :class:`CacheNotConfiguredError` in the
+*Initial* state.
+
+The module singleton :data:`strategy_cache` is a convenient default for single-threaded use.
+Replays create their own :class:`StrategyCache` per session and inject it into the workers
+(constructor injection), so sessions can run in parallel threads without sharing state. A
+``StrategyCache`` instance itself is not thread-safe: one instance serves one flow at a time.
+
+Example::
+
+    >>> from datetime import datetime, timezone
+    >>> from pydantic import BaseModel
+    >>> class Note(BaseModel):
+    ...     text: str
+    >>> cache = StrategyCache()
+    >>> cache.start_run({}, datetime(2024, 3, 15, 13, 30))
+    >>> cache.get_run_anchor().timestamp.isoformat()
+    '2024-03-15T13:30:00+00:00'
+    >>> cache.set_dto("notes", Note(text="hello"))
+    >>> [n.text for n in cache.get_dtos("notes", Note)]
+    ['hello']
+    >>> cache.clear()
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "CacheAlreadyConfiguredError",
+    "CacheNotConfiguredError",
+    "IStrategyCache",
+    "InvalidDTOTypeError",
+    "RunAnchor",
+    "StrategyCache",
+    "StrategyCacheType",
+    "strategy_cache",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+#: The tick cache: DTO key -> the DTOs stored under that key during the current run, in order.
+StrategyCacheType: TypeAlias = dict[str, list[BaseModel]]
+
+_UTC = timezone.utc
+DEFAULT_STRATEGY_ID = "default"
+
+
+class CacheNotConfiguredError(RuntimeError):
+    """A cache operation was attempted before ``start_run()`` (or after ``clear()``)."""
+
+
+class InvalidDTOTypeError(TypeError):
+    """A stored DTO is not an instance of the type the caller asked for."""
+
+
+class CacheAlreadyConfiguredError(ValueError):
+    """``start_run()`` was called while a run is active; call ``clear()`` first."""
+
+
+def _new_run_id() -> str:
+    return uuid4().hex
+
+
+def _to_utc(timestamp: datetime) -> datetime:
+    """A naive datetime is taken as UTC; an aware one is converted to UTC."""
+    if not isinstance(timestamp, datetime):
+        raise TypeError(f"timestamp must be a datetime, got {type(timestamp).__name__}")
+    tz = timestamp.tzinfo
+    if tz is _UTC:
+        return timestamp
+    if tz is None:
+        return timestamp.replace(tzinfo=_UTC)
+    return timestamp.astimezone(_UTC)
+
+
+class RunAnchor(BaseModel):
+    """The frozen facts of the current run: *when* it is, and which run/strategy it belongs to.
+
+    ``timestamp`` is the run's point in time (aware, UTC): in a tick flow it is the timestamp of
+    the tick being processed, and nothing a worker can see may be later than it.
+
+    Phase-4 fields and their defaults:
+
+    * ``run_id``: identifies the replay or live run the tick belongs to (one per session
+      replay in :mod:`cachelib.tick_flow`). Default: a fresh ``uuid4().hex``.
+    * ``strategy_id``: the strategy being run. Default ``"default"``.
+    * ``backtest_mode``: ``True`` when replaying history, ``False`` (the default) when live.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    timestamp: datetime
+    run_id: str = Field(default_factory=_new_run_id)
+    strategy_id: str = DEFAULT_STRATEGY_ID
+    backtest_mode: bool = False
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _to_utc(value)
+
+
+_ANCHOR_FIELDS = frozenset(RunAnchor.model_fields)
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def _trusted_anchor(timestamp: datetime, run_id: str, strategy_id: str, backtest_mode: bool) -> RunAnchor:
+    # start_run runs once per tick, so the anchor is built without a second validation pass;
+    # start_run has already checked and normalised every value.
+    anchor = _new(RunAnchor)
+    _setattr(
+        anchor,
+        "__dict__",
+        {"timestamp": timestamp, "run_id": run_id, "strategy_id": strategy_id, "backtest_mode": backtest_mode},
+    )
+    _setattr(anchor, "__pydantic_fields_set__", set(_ANCHOR_FIELDS))
+    _setattr(anchor, "__pydantic_extra__", None)
+    _setattr(anchor, "__pydantic_private__", None)
+    return anchor
+
+
+@runtime_checkable
+class IStrategyCache(Protocol):
+    """What workers may do with the run's cache. Inject it; do not reach for a global."""
+
+    def start_run(
+        self,
+        tick_cache: StrategyCacheType,
+        timestamp: datetime,
+        *,
+        run_id: str | None = None,
+        strategy_id: str = DEFAULT_STRATEGY_ID,
+        backtest_mode: bool = False,
+    ) -> None:
+        """Open a run on ``tick_cache`` anchored at ``timestamp`` (UTC)."""
+        ...
+
+    def get_run_anchor(self) -> RunAnchor:
+        """The current run's frozen anchor."""
+        ...
+
+    def set_dto(self, key: str, dto: BaseModel) -> None:
+        """Append ``dto`` to the list stored under ``key``."""
+        ...
+
+    def get_dtos(self, key: str, dto_type: type[T]) -> list[T]:
+        """The DTOs stored under ``key`` (empty if none), all checked to be ``dto_type``."""
+        ...
+
+    def has_dto(self, key: str) -> bool:
+        """Whether ``key`` holds at least one DTO."""
+        ...
+
+    def clear(self) -> None:
+        """Close the run and return to the initial state."""
+        ...
+
+
+class StrategyCache:
+    """The in-process implementation of :class:`IStrategyCache`.
+
+    Holds two pieces of state: the active tick cache (owned by ``TickCacheManager``) and the
+    frozen :class:`RunAnchor`. Both are ``None`` between runs.
+    """
+
+    __slots__ = ("_current_cache", "_current_anchor")
+
+    def __init__(self) -> None:
+        self._current_cache: StrategyCacheType | None = None
+        self._current_anchor: RunAnchor | None = None
+
+    def __repr__(self) -> str:
+        state = "active" if self._current_cache is not None else "idle"
+        return f"<StrategyCache {state}>"
+
+    @property
+    def is_active(self) -> bool:
+        """``True`` between ``start_run()`` and ``clear()``."""
+        return self._current_cache is not None
+
+    def start_run(
+        self,
+        tick_cache: StrategyCacheType,
+        timestamp: datetime,
+        *,
+        run_id: str | None = None,
+        strategy_id: str = DEFAULT_STRATEGY_ID,
+        backtest_mode: bool = False,
+    ) -> None:
+        """Configure the cache for a new run.
+
+        ``timestamp`` may be naive (taken as UTC) or aware (converted to UTC). ``run_id``
+        defaults to a fresh ``uuid4().hex``.
+
+        Raises:
+            CacheAlreadyConfiguredError: a run is active (a ``ValueError``); call ``clear()`` first.
+            TypeError: ``tick_cache`` is not a dict or ``timestamp`` is not a datetime.
+
+        >>> cache = StrategyCache()
+        >>> cache.start_run({}, datetime(2024, 3, 15, 9, 30), strategy_id="sma_crossover")
+        >>> cache.get_run_anchor().strategy_id
+        'sma_crossover'
+        """
+        if self._current_cache is not None:
+            raise CacheAlreadyConfiguredError("Cache already configured. Call clear() first.")
+        if type(tick_cache) is not dict and not isinstance(tick_cache, dict):
+            raise TypeError(f"tick_cache must be a dict, got {type(tick_cache).__name__}")
+        timestamp = _to_utc(timestamp)
+        if run_id is None:
+            run_id = uuid4().hex
+        elif type(run_id) is not str:
+            raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+        if type(strategy_id) is not str:
+            raise TypeError(f"strategy_id must be a str, got {type(strategy_id).__name__}")
+        if type(backtest_mode) is not bool:
+            raise TypeError(f"backtest_mode must be a bool, got {type(backtest_mode).__name__}")
+        self._current_anchor = _trusted_anchor(timestamp, run_id, strategy_id, backtest_mode)
+        self._current_cache = tick_cache
+
+    def get_run_anchor(self) -> RunAnchor:
+        """The current run's frozen anchor.
+
+        Raises:
+            CacheNotConfiguredError: no run is active.
+        """
+        anchor = self._current_anchor
+        if anchor is None:
+            raise CacheNotConfiguredError("Cannot get RunAnchor - cache not configured. Call start_run() first.")
+        return anchor
+
+    def set_dto(self, key: str, dto: BaseModel) -> None:
+        """Append ``dto`` to the list under ``key`` in the current run.
+
+        Raises:
+            CacheNotConfiguredError: no run is active.
+            TypeError: ``dto`` is not a pydantic ``BaseModel``.
+        """
+        cache = self._current_cache
+        if cache is None:
+            raise CacheNotConfiguredError("Cannot set DTO - cache not configured. Call start_run() first.")
+        if not isinstance(dto, BaseModel):
+            raise TypeError(f"dto must be Pydantic BaseModel, got {type(dto).__name__}")
+        dtos = cache.get(key)
+        if dtos is None:
+            cache[key] = [dto]
+        else:
+            dtos.append(dto)
+
+    def get_dtos(self, key: str, dto_type: type[T]) -> list[T]:
+        """The DTOs stored under ``key`` in insertion order (a new list; empty for a missing key).
+
+        Raises:
+            CacheNotConfiguredError: no run is active.
+            InvalidDTOTypeError: a stored DTO is not an instance of ``dto_type``.
+        """
+        cache = self._current_cache
+        if cache is None:
+            raise CacheNotConfiguredError("Cannot get DTOs - cache not configured. Call start_run() first.")
+        dtos = cache.get(key)
+        if not dtos:
+            return []
+        for dto in dtos:
+            if not isinstance(dto, dto_type):
+                raise InvalidDTOTypeError(
+                    f"Expected {dto_type.__name__}, got {type(dto).__name__} for key '{key}'"
+                )
+        # A copy, so that a caller appending to the result cannot bypass set_dto's type check.
+        return list(dtos)  # type: ignore[arg-type]
+
+    def has_dto(self, key: str) -> bool:
+        """``True`` if ``key`` holds a non-empty list in the current run.
+
+        Raises:
+            CacheNotConfiguredError: no run is active.
+        """
+        cache = self._current_cache
+        if cache is None:
+            raise CacheNotConfiguredError("Cannot check DTO - cache not configured. Call start_run() first.")
+        return bool(cache.get(key))
+
+    def clear(self) -> None:
+        """Reset to the initial state. Safe to call any number of times."""
+        self._current_cache = None
+        self._current_anchor = None
+
+
+#: Module-level default instance for simple, single-threaded use.
+strategy_cache: IStrategyCache = StrategyCache()

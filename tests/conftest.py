@@ -1,0 +1,43 @@
+"""Shared test set-up.
+
+Environment first (before anything imports prefect): a throw-away PREFECT_HOME, telemetry
+off, no accidental temporary Prefect server, no Alpaca keys from the developer's shell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_HOME = tempfile.mkdtemp(prefix="cachelib-tests-")
+os.environ["PREFECT_HOME"] = os.path.join(_HOME, "prefect")
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
+os.environ["TRADING_CACHE_DB"] = os.path.join(_HOME, "default-cache.db")
+for _var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
+             "APCA_API_DATA_URL", "DASK_SCHEDULER_ADDRESS"):
+    os.environ.pop(_var, None)
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A fresh cache in a real SQLite file."""
+    from cachelib.store import TradingCacheManager
+
+    manager = TradingCacheManager(tmp_path / "cache.db")
+    yield manager
+    manager.close()

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from pandas.arrays import DatetimeArray, IntegerArray
 
 __all__ = [
     "BAR_COLUMNS",
@@ -205,31 +206,30 @@ def empty_bars(timeframe: str | Timeframe) -> pd.DataFrame:
 
 
 def frame_from_rows(rows: list[tuple], timeframe: str | Timeframe) -> pd.DataFrame:
-    """Build the canonical frame from ``(key, open, high, low, close, volume, vwap, trade_count)`` rows."""
+    """The canonical frame from ``(key, open, high, low, close, volume, vwap, trade_count)`` rows.
+
+    This is the cache's read hot path (a one-month query must cost well under a millisecond),
+    so it builds the frame from one float64 array with pandas' array-level constructors
+    instead of the generic (and ~3x slower) ``DataFrame(dict)`` path.
+    """
     tf = parse_timeframe(timeframe)
-    if rows:
-        arr = np.array(rows, dtype=object)
-        keys = arr[:, 0].astype(np.int64)
-        values = {name: arr[:, i + 1] for i, name in enumerate(BAR_COLUMNS)}
-    else:
-        keys = np.array([], dtype=np.int64)
-        values = {name: np.array([], dtype=object) for name in BAR_COLUMNS}
-    return _assemble(keys, values, tf)
+    arr = np.array(rows, dtype=np.float64).reshape(len(rows), 8)  # NULL (None) -> NaN
+    nanos = arr[:, 0].astype(np.int64) * 1_000_000_000
+    counts = arr[:, 7]
+    missing = np.isnan(counts)
+    arrays = [arr[:, i] for i in range(1, 7)]
+    arrays.append(IntegerArray(np.where(missing, 0, counts).astype(np.int64), missing))
+    dtype = _UTC_NS if tf.is_intraday else _NAIVE_NS
+    index = pd.DatetimeIndex._simple_new(
+        DatetimeArray._simple_new(nanos.view("M8[ns]"), dtype=dtype),
+        name="timestamp" if tf.is_intraday else "date",
+    )
+    return pd.DataFrame._from_arrays(arrays, columns=_COLUMN_INDEX, index=index, verify_integrity=False)
 
 
-def _assemble(keys: np.ndarray, values: dict, tf: Timeframe) -> pd.DataFrame:
-    if tf.is_intraday:
-        index = pd.DatetimeIndex(pd.to_datetime(keys, unit="s", utc=True), name="timestamp")
-    else:
-        index = pd.DatetimeIndex(pd.to_datetime(keys, unit="s"), name="date")
-    data = {}
-    for name in BAR_COLUMNS:
-        col = values[name]
-        if name == "trade_count":
-            data[name] = pd.array(pd.to_numeric(pd.Series(col, dtype=object), errors="coerce"), dtype="Int64")
-        else:
-            data[name] = np.asarray(pd.to_numeric(pd.Series(col, dtype=object), errors="coerce"), dtype="float64")
-    return pd.DataFrame(data, index=index, columns=list(BAR_COLUMNS))
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+_NAIVE_NS = np.dtype("M8[ns]")
+_COLUMN_INDEX = pd.Index(BAR_COLUMNS)
 
 
 # ---------------------------------------------------------------------------
@@ -307,8 +307,11 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
 
     def numeric(name: str, default: float | None) -> np.ndarray:
         if name in frame.columns:
+            col = frame[name]
+            if col.dtype.kind in "fiu":  # plain numpy numbers: no parsing needed
+                return col.to_numpy(dtype="float64")
             try:
-                return pd.to_numeric(frame[name], errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+                return pd.to_numeric(col, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
             except (ValueError, TypeError):
                 raise ValueError(f"column {name!r} holds non-numeric values") from None
         return np.full(n, np.nan if default is None else default, dtype="float64")

@@ -54,6 +54,7 @@ from .bars import (
     NY,
     OPTION_COLUMNS,
     date_to_key,
+    frame_from_rows,
     is_date_only,
     key_to_date,
     normalize_bars,
@@ -163,9 +164,18 @@ def _session_days_of_keys(keys: np.ndarray, intraday: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run DDL statements one by one: ``executescript`` would COMMIT the open migration
+    transaction first, breaking all-or-nothing upgrades."""
+    for statement in script.split(";"):
+        body = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--"))
+        if body.strip():
+            conn.execute(body)
+
+
 def _migration_1(conn: sqlite3.Connection) -> None:
     """Initial schema; imports the seed's ``market_cache`` rows if the file has that table."""
-    conn.executescript(
+    _run_script(conn, 
         """
         CREATE TABLE IF NOT EXISTS series (
             series_id  INTEGER PRIMARY KEY,
@@ -264,7 +274,7 @@ def _import_seed_market_cache(conn: sqlite3.Connection) -> None:
 
 def _migration_2(conn: sqlite3.Connection) -> None:
     """Coverage bookkeeping: which sessions were fetched per series, bars or not."""
-    conn.executescript(
+    _run_script(conn, 
         """
         CREATE TABLE IF NOT EXISTS coverage (
             series_id  INTEGER NOT NULL REFERENCES series(series_id),
@@ -634,42 +644,38 @@ class TradingCacheManager:
         tf = parse_timeframe(timeframe)
         src = None if source is None else _norm_source(source)
         lo, hi = self._key_range(start, end, tf.is_intraday)
-        series = self._series_for_read(asset, sym, tf.name, src)
         now_s = int(now_utc().timestamp())
         rows: list[tuple] = []
-        sql = (
-            "SELECT ts, open, high, low, close, volume, vwap, trade_count FROM bars "
-            "WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?"
-        )
-        conn = self.conn
-        if len(series) == 1:
-            rows = conn.execute(sql, (series[0][0], lo, hi, now_s)).fetchall()
-        elif series:
-            seen: dict[int, tuple] = {}
-            for sid, _src in series:  # highest priority first: the first source to hold a bar wins
-                for row in conn.execute(sql, (sid, lo, hi, now_s)):
-                    seen.setdefault(row[0], row)
-            rows = [seen[k] for k in sorted(seen)]
+        if src is not None:
+            sid = self._series(asset, sym, tf.name, src)
+            if sid is not None:
+                rows = self.conn.execute(
+                    "SELECT ts, open, high, low, close, volume, vwap, trade_count FROM bars "
+                    "WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
+                    (sid, lo, hi, now_s),
+                ).fetchall()
+        else:
+            tagged = self.conn.execute(
+                "SELECT b.ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count, s.source "
+                "FROM series s JOIN bars b ON b.series_id = s.series_id "
+                "WHERE s.asset_type = ? AND s.symbol = ? AND s.timeframe = ? "
+                "AND b.ts BETWEEN ? AND ? AND b.expires_at > ? ORDER BY b.ts",
+                (asset, sym, tf.name, lo, hi, now_s),
+            ).fetchall()
+            if tagged and len({r[8] for r in tagged}) > 1:
+                # Several sources hold bars here: one row per bar, from the best-ranked source.
+                best: dict[int, tuple] = {}
+                for row in sorted(tagged, key=lambda r: _source_rank(r[8])):
+                    best.setdefault(row[0], row)
+                tagged = [best[k] for k in sorted(best)]
+            rows = [r[:8] for r in tagged]
         if not rows:
             with self._stats_lock:
                 self.misses += 1
             return None
         with self._stats_lock:
             self.hits += 1
-        return self._frame(rows, tf.is_intraday)
-
-    @staticmethod
-    def _frame(rows: list[tuple], intraday: bool) -> pd.DataFrame:
-        # One float64 block, built straight from the tuples: None (NULL) becomes NaN.
-        arr = np.array(rows, dtype=np.float64)
-        keys = arr[:, 0].astype(np.int64) * 1_000_000_000
-        if intraday:
-            index = pd.DatetimeIndex(keys.view("M8[ns]"), name="timestamp").tz_localize("UTC")
-        else:
-            index = pd.DatetimeIndex(keys.view("M8[ns]"), name="date")
-        frame = pd.DataFrame(arr[:, 1:8], index=index, columns=list(BAR_COLUMNS), copy=False)
-        frame["trade_count"] = pd.array(arr[:, 7], dtype="Int64")
-        return frame
+        return frame_from_rows(rows, tf)
 
     def exists(
         self,

@@ -378,6 +378,7 @@ def test_bad_ranges_and_ttl_raise(cache):
 
 
 def test_errors_are_raised_not_swallowed(cache):
+    cache.set("SPY", DAILY, source="alpaca")
     cache.conn.execute("DROP TABLE bars")  # a broken store must not look like a cache miss
     with pytest.raises(sqlite3.OperationalError):
         cache.get("SPY", "2024-01-01", "2024-01-31")
@@ -467,7 +468,7 @@ def test_upgrades_the_seed_market_cache_layout(tmp_path):
         INSERT INTO market_cache VALUES
             (1, 'stock', 'SPY', '2024-01-02', 'alpaca', 470, 472, 469, 471, 1000, 470.5, 10,
              '2024-01-05T00:00:00', '2034-01-05T00:00:00'),
-            (2, 'stock', 'SPY', '2024-01-02', 'alpaca_1Hour', 470, 471, 469.5, 470.2, 100, NULL, NULL,
+            (2, 'stock', 'SPY', '2024-01-02T15:00:00', 'alpaca_1Hour', 470, 471, 469.5, 470.2, 100, NULL, NULL,
              '2024-01-05T00:00:00', '2034-01-05T00:00:00');
         """
     )

@@ -70,4 +70,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    # Only what is already loaded: freezegun (and other introspecting tools) call getattr on
+    # every name dir() lists, which would otherwise import the whole package mid-test.
+    return sorted(name for name in globals() if not name.startswith("_"))

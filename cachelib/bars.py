@@ -147,7 +147,7 @@ def to_date(value: str | date | datetime | pd.Timestamp) -> date:
     trading date it belongs to.
     """
     if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
+        value = value.to_pydatetime(warn=False)
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             return value.astimezone(NY).date()
@@ -168,7 +168,7 @@ def to_date(value: str | date | datetime | pd.Timestamp) -> date:
 def to_utc_datetime(value: str | date | datetime | pd.Timestamp) -> datetime:
     """An aware UTC datetime. Naive datetimes mean UTC; a bare date means its UTC midnight."""
     if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
+        value = value.to_pydatetime(warn=False)
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     if isinstance(value, date):
@@ -420,3 +420,46 @@ def parse_occ_symbol(symbol: str) -> tuple[str, date, str, float]:
     root, ymd, kind, strike = match.groups()
     expiration = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:6]))
     return root, expiration, ("call" if kind == "C" else "put"), int(strike) / 1000.0
+
+
+def session_day_numbers(times: pd.Index) -> np.ndarray:
+    """New York session dates of bar times as day numbers since 1970-01-01 (aware instants
+    are converted to New York; naive values are taken as dates/UTC wall times as they are)."""
+    return _keys_from_times(pd.Series(pd.DatetimeIndex(times)), Timeframe(1, "Day")) // _DAY_SECONDS
+
+
+def split_valid_rows(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Row-level validation for data coming from a vendor: ``(valid_rows, rejections)``.
+
+    Unlike :func:`normalize_bars` (which refuses a whole frame), this keeps the good rows and
+    reports each bad one as ``(bar time ISO, reason)`` using the same rules: non-finite or
+    non-positive prices, negative/NaN volume, high below max(open, close), low above
+    min(open, close), duplicate bar times (every copy is rejected: which one is right is unknown).
+    ``data`` is indexed by bar time (a DatetimeIndex).
+    """
+    tf = parse_timeframe(timeframe)
+    if data.empty:
+        return data, []
+    times = pd.DatetimeIndex(data.index)
+    o, h, lo, c = (data[col].to_numpy(dtype="float64") for col in PRICE_COLUMNS)
+    v = data["volume"].to_numpy(dtype="float64", na_value=np.nan) if "volume" in data else np.zeros(len(data))
+    reasons = np.full(len(data), "", dtype=object)
+
+    def flag(mask: np.ndarray, reason: str) -> None:
+        fresh = mask & (reasons == "")
+        reasons[fresh] = reason
+
+    with np.errstate(invalid="ignore"):
+        prices = np.vstack([o, h, lo, c])
+        flag(~np.isfinite(prices).all(axis=0), "NaN or infinite price")
+        flag((prices <= 0).any(axis=0), "non-positive price")
+        flag(~np.isfinite(v), "NaN or infinite volume")
+        flag(v < 0, "negative volume")
+        tol = 1e-9 * np.maximum(np.abs(h), 1.0)
+        flag(h + tol < np.maximum(o, c), "high below max(open, close)")
+        flag(lo - tol > np.minimum(o, c), "low above min(open, close)")
+    keys = _keys_from_times(pd.Series(times), tf)
+    flag(pd.Series(keys).duplicated(keep=False).to_numpy(), "duplicate bar time")
+    bad = reasons != ""
+    rejections = [(t.isoformat(), str(r)) for t, r in zip(times[bad], reasons[bad], strict=True)]
+    return data[~bad], rejections

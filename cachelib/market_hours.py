@@ -132,11 +132,23 @@ _STATE: _Snapshot | None = None
 _LOCK = threading.Lock()
 
 
+def _real_class(cls: type) -> type:
+    """The stdlib class under freezegun's ``FakeDatetime`` (a subclass), if patched."""
+    while cls.__module__ != "datetime" and cls.__base__ is not object:
+        cls = cls.__base__
+    return cls
+
+
+# A real (never freezegun-patched) datetime *instance*: ``_EPOCH + timedelta`` is always a
+# stdlib datetime, so values cached here or returned to callers are never ``FakeDatetime``
+# (which would outlive a freeze and drops ``fold`` in ``astimezone``).
+_EPOCH: datetime = _real_class(datetime)(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _utc_list(series: pd.Series) -> list[datetime]:
     """Aware-UTC Python datetimes from a tz-aware datetime Series, without per-item pandas."""
     seconds = series.to_numpy(dtype="datetime64[s]").astype("int64").tolist()
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return [epoch + timedelta(seconds=s) for s in seconds]
+    return [_EPOCH + timedelta(seconds=s) for s in seconds]
 
 
 def _build(end: date) -> _Snapshot:
@@ -147,7 +159,7 @@ def _build(end: date) -> _Snapshot:
         # deprecates; the values it gets are still right (UTC nanoseconds).
         warnings.filterwarnings("ignore", message=r"Series\.values returning an ndarray")
         cal = xc.get_calendar(CALENDAR_NAME, start=EARLIEST_SUPPORTED.isoformat(), end=end.isoformat())
-    sessions = [d for d in cal.sessions.date.tolist()]
+    sessions: list[date] = cal.sessions.date.tolist()
     opens = _utc_list(cal.opens)
     closes = _utc_list(cal.closes)
     if not (len(sessions) == len(opens) == len(closes)):  # pragma: no cover - sanity
@@ -187,12 +199,13 @@ def _load(day: date | None) -> _Snapshot:
         snap = _STATE
         if snap is not None and (day is None or snap.covers(day)):
             return snap  # another thread loaded it meanwhile
-        end = now_utc().astimezone(NY).date() + _AHEAD
+        end = _now(None).astimezone(NY).date() + _AHEAD  # a stdlib date even under freezegun
         if snap is not None:
             end = max(end, snap.last)
         if day is not None:
             end = max(end, day + _AHEAD)
         end = max(min(end, LATEST_SUPPORTED), EARLIEST_SUPPORTED + _AHEAD)
+        end = _EPOCH.date() + timedelta(days=end.toordinal() - _EPOCH.date().toordinal())  # stdlib date
         _STATE = snap = _build(end)
         return snap
 
@@ -229,11 +242,12 @@ def _day(day: DayLike) -> date:
 
 
 def _now(now: datetime | None) -> datetime:
+    """``now`` (or the clock) as a stdlib aware-UTC datetime."""
     if isinstance(now, pd.Timestamp):
         if now is pd.NaT:
             raise ValueError("now must not be NaT")
         now = now.to_pydatetime(warn=False)
-    return now_utc(now)
+    return _EPOCH + (now_utc(now) - _EPOCH)
 
 
 def _instant(ts: datetime | pd.Timestamp | str) -> datetime:
@@ -252,7 +266,7 @@ def _instant(ts: datetime | pd.Timestamp | str) -> datetime:
         ts = ts.to_pydatetime(warn=False)
     if not isinstance(ts, datetime):
         raise TypeError(f"expected a datetime, pandas.Timestamp or ISO string, got {type(ts).__name__}")
-    return now_utc(ts)
+    return _EPOCH + (now_utc(ts) - _EPOCH)
 
 
 def _fmt_et(instant: datetime) -> str:

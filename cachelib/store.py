@@ -777,6 +777,9 @@ class TradingCacheManager:
         days = sorted({to_date(s) for s in sessions})
         if not days:
             return 0
+        not_sessions = [d for d in days if not market_hours.is_session(d)]
+        if not_sessions:
+            raise ValueError(f"not XNYS sessions, cannot record coverage: {not_sessions[:5]}")
         now = now_utc()
         day_nums = np.array([(d - date(1970, 1, 1)).days for d in days], dtype=np.int64)
         expiry = ttl_expiry(day_nums, now, ttl_hours)
@@ -803,39 +806,81 @@ class TradingCacheManager:
         asset_type: str = "stock",
     ) -> list[date]:
         """XNYS sessions in ``[start, end]`` that no valid coverage record (and, for daily
-        bars, no valid bar) accounts for: what a sync must fetch."""
-        sym = normalize_symbol(symbol)
+        bars, no valid bar) accounts for: what a sync must fetch.
+
+        >>> cache.missing_sessions("SPY", "2024-01-01", "2024-01-05")  # doctest: +SKIP
+        [datetime.date(2024, 1, 2), datetime.date(2024, 1, 3), ...]
+        """
+        return self.missing_sessions_many([symbol], start, end, timeframe, source, asset_type)[
+            normalize_symbol(symbol)
+        ]
+
+    def missing_sessions_many(
+        self,
+        symbols: list[str],
+        start: Any,
+        end: Any,
+        timeframe: str = "1Day",
+        source: str | None = None,
+        asset_type: str = "stock",
+    ) -> dict[str, list[date]]:
+        """:meth:`missing_sessions` for many symbols at once (a fully covered range costs one
+        grouped COUNT query, which keeps a no-op re-sync of 100 symbols in milliseconds)."""
+        syms = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
         tf = parse_timeframe(timeframe)
-        first, last = to_date(start), to_date(end)
-        sessions = market_hours.sessions_in_range(first, last)
-        if not sessions:
-            return []
+        sessions = market_hours.sessions_in_range(to_date(start), to_date(end))
+        result: dict[str, list[date]] = {s: list(sessions) for s in syms}
+        if not sessions or not syms:
+            return result
+        asset = _norm_asset_type(asset_type)
         src = None if source is None else _norm_source(source)
-        series = self._series_for_read(_norm_asset_type(asset_type), sym, tf.name, src)
-        if not series:
-            return sessions
+        epoch = date(1970, 1, 1)
+        lo_n, hi_n = (sessions[0] - epoch).days, (sessions[-1] - epoch).days
         now_s = int(now_utc().timestamp())
-        lo_n = (sessions[0] - date(1970, 1, 1)).days
-        hi_n = (sessions[-1] - date(1970, 1, 1)).days
-        covered: set[int] = set()
-        for sid, _ in series:
-            covered.update(
+        marks = ",".join("?" * len(syms))
+        where = f"s.asset_type = ? AND s.timeframe = ? AND s.symbol IN ({marks})"
+        params: list[Any] = [asset, tf.name, *syms]
+        if src is not None:
+            where += " AND s.source = ?"
+            params.append(src)
+        # Coverage only ever holds sessions (record_coverage refuses other days), so a symbol
+        # whose distinct covered sessions number len(sessions) is fully covered.
+        counts = dict(
+            self.conn.execute(
+                f"SELECT s.symbol, COUNT(DISTINCT c.session) FROM series s JOIN coverage c "
+                f"ON c.series_id = s.series_id WHERE {where} AND c.session BETWEEN ? AND ? "
+                f"AND c.expires_at > ? GROUP BY s.symbol",
+                [*params, lo_n, hi_n, now_s],
+            ).fetchall()
+        )
+        for sym in syms:
+            if counts.get(sym, 0) >= len(sessions):
+                result[sym] = []
+                continue
+            covered = {
                 r[0]
                 for r in self.conn.execute(
-                    "SELECT session FROM coverage WHERE series_id=? AND session BETWEEN ? AND ? "
-                    "AND expires_at > ?",
-                    (sid, lo_n, hi_n, now_s),
+                    "SELECT c.session FROM series s JOIN coverage c ON c.series_id = s.series_id "
+                    "WHERE s.asset_type = ? AND s.timeframe = ? AND s.symbol = ? "
+                    + ("AND s.source = ? " if src is not None else "")
+                    + "AND c.session BETWEEN ? AND ? AND c.expires_at > ?",
+                    [asset, tf.name, sym, *([src] if src is not None else []), lo_n, hi_n, now_s],
                 )
-            )
-            if tf.name == "1Day":
+            }
+            if tf.name == "1Day":  # a valid daily bar settles its session too
                 covered.update(
                     r[0] // _DAY
                     for r in self.conn.execute(
-                        "SELECT ts FROM bars WHERE series_id=? AND ts BETWEEN ? AND ? AND expires_at > ?",
-                        (sid, lo_n * _DAY, hi_n * _DAY, now_s),
+                        "SELECT b.ts FROM series s JOIN bars b ON b.series_id = s.series_id "
+                        "WHERE s.asset_type = ? AND s.timeframe = ? AND s.symbol = ? "
+                        + ("AND s.source = ? " if src is not None else "")
+                        + "AND b.ts BETWEEN ? AND ? AND b.expires_at > ?",
+                        [asset, tf.name, sym, *([src] if src is not None else []),
+                         lo_n * _DAY, hi_n * _DAY, now_s],
                     )
                 )
-        return [d for d in sessions if (d - date(1970, 1, 1)).days not in covered]
+            result[sym] = [d for d in sessions if (d - epoch).days not in covered]
+        return result
 
     # -- maintenance ----------------------------------------------------------------------
 

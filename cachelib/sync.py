@@ -1,0 +1,441 @@
+"""Gap-aware sync from a market-data source into the cache, and the live daily bar.
+
+``sync_bars`` asks the source only for what the cache lacks:
+
+1. The XNYS calendar lists the sessions in ``[start, end]`` (weekends and holidays never
+   exist, so they are never requested). Sessions still in the future are dropped; for daily
+   bars so is today's session until it has closed (an in-progress daily bar is not a bar).
+2. ``cache.missing_sessions_many`` removes sessions already covered (fetched before, whether
+   they had bars or not, and not yet expired by the TTL rule).
+3. Each symbol's missing sessions form contiguous runs (contiguous in the *session* calendar).
+   Symbols with the same run share one request: the source pages through all of them, so 100
+   symbols × 1 year of daily bars is ⌈25,200 / 10,000⌉ = 3 HTTP requests on Alpaca. Very long
+   runs are cut into chunks of at most :data:`MAX_ROWS_PER_CALL` expected rows, so a decade of
+   minute bars never sits in memory at once.
+4. Every row is validated (:func:`cachelib.bars.split_valid_rows`); bad rows are reported in the
+   :class:`SyncReport` and never stored. Each symbol's rows and its coverage records are written
+   in one transaction.
+5. Coverage is recorded for every *finished* session that was fetched, including sessions
+   that returned no bars (a halted stock, a late listing), so the next identical call makes no
+   request at all. An unfinished session (today, intraday) is stored but not marked covered.
+
+``get_market_data`` is the cache-first read most callers want, with today's in-progress daily
+bar built from today's minute bars during regular hours (and never written to the cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import market_hours
+from .bars import (
+    BAR_COLUMNS,
+    empty_bars,
+    normalize_symbol,
+    parse_timeframe,
+    session_day_numbers,
+    split_valid_rows,
+    to_date,
+)
+from .clock import now_utc
+from .store import TradingCacheManager
+
+__all__ = [
+    "SyncReport",
+    "OptionSyncReport",
+    "sync_bars",
+    "sync_option_chains",
+    "get_market_data",
+    "build_live_bar",
+    "MAX_ROWS_PER_CALL",
+]
+
+log = logging.getLogger("cachelib.sync")
+
+#: Upper bound on the rows one ``get_bars`` call is expected to return (memory bound).
+MAX_ROWS_PER_CALL = 500_000
+#: Minute bars a full session can have, pre- and after-hours included (04:00-20:00 ET).
+_EXTENDED_MINUTES = 960
+#: A session counts as finished (its bars final) this long after the close.
+SETTLE_DELAY = timedelta(minutes=15)
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass
+class SyncReport:
+    """What one ``sync_bars`` call did. "Sessions" count (symbol, session) pairs."""
+
+    source: str
+    timeframe: str
+    symbols: list[str]
+    start: date
+    end: date
+    sessions_requested: int = 0
+    sessions_fetched: int = 0
+    requests_made: int = 0
+    rows_fetched: int = 0
+    rows_written: int = 0
+    rows_rejected: int = 0
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    per_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
+    calls: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["start"], out["end"] = self.start.isoformat(), self.end.isoformat()
+        return out
+
+    def rejection_reasons(self) -> dict[str, int]:
+        """How many rows were rejected for each reason."""
+        counts: dict[str, int] = defaultdict(int)
+        for item in self.rejections:
+            counts[item["reason"]] += 1
+        return dict(counts)
+
+
+@dataclass
+class OptionSyncReport:
+    """What one ``sync_option_chains`` call stored."""
+
+    source: str
+    rows_per_underlying: dict[str, int] = field(default_factory=dict)
+    trading_dates: dict[str, str] = field(default_factory=dict)
+    requests_made: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.rows_per_underlying.values())
+
+
+def _requests(source: Any) -> int:
+    return int(getattr(source, "requests_made", 0) or 0)
+
+
+def _source_name(source: Any) -> str:
+    name = getattr(source, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError("source must be a MarketDataSource with a non-empty .name")
+    return name
+
+
+def _eligible_sessions(first: date, last: date, intraday: bool, now: datetime) -> tuple[list[date], set[date]]:
+    """Sessions worth asking for, and the subset that is finished (coverable)."""
+    sessions = market_hours.sessions_in_range(first, last)
+    eligible: list[date] = []
+    finished: set[date] = set()
+    for day in sessions:
+        open_utc, close_utc = market_hours.session_bounds(day)
+        if now >= close_utc + SETTLE_DELAY:
+            eligible.append(day)
+            finished.add(day)
+        elif intraday and now >= open_utc:
+            eligible.append(day)  # today's completed minute bars are final; the day is not
+    return eligible, finished
+
+
+def _runs(days: list[date], position: dict[date, int]) -> list[tuple[date, date, int]]:
+    """Contiguous runs ``(first, last, n_sessions)`` of ``days`` in the session calendar."""
+    runs: list[tuple[date, date, int]] = []
+    for day in days:
+        if runs and position[day] == position[runs[-1][1]] + 1:
+            first, _, n = runs[-1]
+            runs[-1] = (first, day, n + 1)
+        else:
+            runs.append((day, day, 1))
+    return runs
+
+
+def _bars_per_session(timeframe: str) -> int:
+    tf = parse_timeframe(timeframe)
+    if not tf.is_intraday:
+        return 1
+    return max(1, _EXTENDED_MINUTES * 60 // tf.seconds)
+
+
+def sync_bars(
+    cache: TradingCacheManager,
+    source: Any,
+    symbols: str | Iterable[str],
+    start: Any,
+    end: Any,
+    timeframe: str = "1Day",
+    asset_type: str = "stock",
+    now: datetime | None = None,
+    progress: Any = None,
+) -> SyncReport:
+    """Fetch the sessions of ``symbols`` in ``[start, end]`` that the cache lacks; return a report.
+
+    ``progress`` (optional) is called as ``progress(done_calls, total_calls)`` after each
+    source call, for long backfills.
+
+    >>> report = sync_bars(cache, DemoSource(), ["AAPL", "MSFT"], "2024-01-01", "2024-12-31")  # doctest: +SKIP
+    >>> report.requests_made, report.rows_written                                             # doctest: +SKIP
+    (1, 504)
+    """
+    t0 = time.perf_counter()
+    if not isinstance(cache, TradingCacheManager):
+        raise ValueError(f"cache must be a TradingCacheManager, got {type(cache).__name__}")
+    src_name = _source_name(source)
+    if isinstance(symbols, str):
+        symbols = [s for s in symbols.split(",") if s.strip()]
+    syms = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+    if not syms:
+        raise ValueError("no symbols to sync")
+    tf = parse_timeframe(timeframe)
+    from .sources import check_timeframe
+
+    tf_name = check_timeframe(tf.name)
+    first, last = to_date(start), to_date(end)
+    if first > last:
+        raise ValueError(f"start {start!r} is after end {end!r}")
+    clock = now_utc(now)
+    report = SyncReport(source=src_name, timeframe=tf_name, symbols=syms, start=first, end=last)
+    for sym in syms:
+        report.per_symbol[sym] = {"sessions_fetched": 0, "rows_fetched": 0, "rows_written": 0, "rows_rejected": 0}
+
+    eligible, finished = _eligible_sessions(first, last, tf.is_intraday, clock)
+    report.sessions_requested = len(eligible) * len(syms)
+    if not eligible:
+        report.seconds = time.perf_counter() - t0
+        return report
+    missing = cache.missing_sessions_many(syms, eligible[0], eligible[-1], tf_name, src_name, asset_type)
+    eligible_set = set(eligible)
+    position = {day: i for i, day in enumerate(eligible)}
+
+    # Group symbols by identical runs of missing sessions; cut runs into bounded chunks.
+    groups: dict[tuple[date, date, int], list[str]] = defaultdict(list)
+    for sym in syms:
+        days = [d for d in missing[sym] if d in eligible_set]
+        for run in _runs(days, position):
+            groups[run].append(sym)
+    calls: list[tuple[list[date], list[str]]] = []
+    per_session = _bars_per_session(tf_name)
+    for (run_first, _run_last, n), group_syms in sorted(groups.items()):
+        run_days = eligible[position[run_first] : position[run_first] + n]
+        sessions_per_call = max(1, MAX_ROWS_PER_CALL // (per_session * len(group_syms)))
+        for i in range(0, n, sessions_per_call):
+            calls.append((run_days[i : i + sessions_per_call], group_syms))
+
+    before = _requests(source)
+    for done, (days, group_syms) in enumerate(calls, start=1):
+        frame = source.get_bars(group_syms, days[0], days[-1], timeframe=tf_name)
+        report.calls += 1
+        report.requests_made = _requests(source) - before
+        _store_call(cache, report, frame, group_syms, days, finished, tf_name, src_name, asset_type)
+        if progress is not None:
+            progress(done, len(calls))
+    report.requests_made = _requests(source) - before
+    report.seconds = time.perf_counter() - t0
+    log.info(
+        "sync %s %s from %s: %d/%d sessions fetched in %d request(s), %d rows written, %d rejected",
+        tf_name, ",".join(syms[:5]) + ("..." if len(syms) > 5 else ""), src_name,
+        report.sessions_fetched, report.sessions_requested, report.requests_made,
+        report.rows_written, report.rows_rejected,
+    )
+    return report
+
+
+def _store_call(
+    cache: TradingCacheManager,
+    report: SyncReport,
+    frame: pd.DataFrame,
+    symbols: list[str],
+    days: list[date],
+    finished: set[date],
+    timeframe: str,
+    source: str,
+    asset_type: str,
+) -> None:
+    """Validate one call's rows and write each symbol (bars + coverage) in one transaction."""
+    if frame is None or not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"source {source!r} returned {type(frame).__name__}, not a DataFrame")
+    missing_cols = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
+    if missing_cols:
+        raise ValueError(f"source {source!r} returned bars without {missing_cols}")
+    wanted_nums = np.array([(d - _EPOCH).days for d in days], dtype=np.int64)
+    by_symbol: dict[str, pd.DataFrame] = {}
+    if len(frame):
+        levels = frame.index.get_level_values("symbol").astype(str).str.upper()
+        for sym in symbols:
+            part = frame[np.asarray(levels == sym)]
+            by_symbol[sym] = part.droplevel("symbol") if isinstance(part.index, pd.MultiIndex) else part
+    tf = parse_timeframe(timeframe)
+    for sym in symbols:
+        bars = by_symbol.get(sym)
+        stats = report.per_symbol[sym]
+        stats["sessions_fetched"] += len(days)
+        report.sessions_fetched += len(days)
+        rows_per_day: dict[date, int] = defaultdict(int)
+        good = None
+        if bars is not None and len(bars):
+            stats["rows_fetched"] += len(bars)
+            report.rows_fetched += len(bars)
+            good, rejected = split_valid_rows(bars, tf)
+            # Bars of a session nobody asked for (a vendor's stray row) are not stored either.
+            day_nums = session_day_numbers(good.index)
+            inside = np.isin(day_nums, wanted_nums)
+            for t in good.index[~inside]:
+                rejected.append((pd.Timestamp(t).isoformat(), "outside the requested sessions"))
+            good = good[inside]
+            nums, counts = np.unique(day_nums[inside], return_counts=True)
+            for n, k in zip(nums.tolist(), counts.tolist(), strict=True):
+                rows_per_day[_EPOCH + timedelta(days=n)] = k
+            for when, reason in rejected:
+                report.rejections.append({"symbol": sym, "time": when, "reason": reason})
+            stats["rows_rejected"] += len(rejected)
+            report.rows_rejected += len(rejected)
+        with cache.atomic():
+            written = cache.set(sym, good, source=source, asset_type=asset_type, timeframe=timeframe) \
+                if good is not None and len(good) else 0
+            done_days = [d for d in days if d in finished]
+            if done_days:
+                cache.record_coverage(sym, done_days, source=source, timeframe=timeframe,
+                                      asset_type=asset_type, rows_per_session=rows_per_day)
+        stats["rows_written"] += written
+        report.rows_written += written
+
+
+def sync_option_chains(
+    cache: TradingCacheManager,
+    source: Any,
+    underlyings: str | Iterable[str],
+    expiration_gte: Any = None,
+    expiration_lte: Any = None,
+) -> OptionSyncReport:
+    """Store one snapshot of each underlying's option chain (the source's latest quotes).
+
+    The snapshot is filed under the New York trading date of its quote time; a later
+    snapshot of the same day replaces the earlier one contract by contract.
+    """
+    src_name = _source_name(source)
+    if isinstance(underlyings, str):
+        underlyings = [s for s in underlyings.split(",") if s.strip()]
+    names = list(dict.fromkeys(normalize_symbol(s) for s in underlyings))
+    if not names:
+        raise ValueError("no underlyings to snapshot")
+    report = OptionSyncReport(source=src_name)
+    before = _requests(source)
+    for underlying in names:
+        chain = source.get_option_chain(underlying, expiration_gte=expiration_gte, expiration_lte=expiration_lte)
+        if chain is None or len(chain) == 0:
+            report.rows_per_underlying[underlying] = 0
+            continue
+        snap = pd.Timestamp(chain["snapshot_time"].max())
+        snap = snap.tz_localize("UTC") if snap.tzinfo is None else snap.tz_convert("UTC")
+        trading_date = market_hours.session_date(snap)
+        prices = pd.to_numeric(chain.get("underlying_price"), errors="coerce") if "underlying_price" in chain else None
+        spot = None
+        if prices is not None and prices.notna().any():
+            spot = float(prices.dropna().iloc[0])
+        rows = cache.store_raw_options(
+            underlying, trading_date, chain, underlying_price=spot, source=src_name,
+            snapshot_time=snap.to_pydatetime(warn=False),
+        )
+        report.rows_per_underlying[underlying] = rows
+        report.trading_dates[underlying] = trading_date.isoformat()
+    report.requests_made = _requests(source) - before
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Cache-first read with the live bar
+# ---------------------------------------------------------------------------
+
+
+def build_live_bar(minute_bars: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Today's in-progress daily bar from its regular-session minute bars so far.
+
+    Real open/high/low/close/volume: first open, max high, min low, last close, summed
+    volume and trade count, volume-weighted vwap. Returns a one-row frame in the daily
+    shape (index ``date``), or an empty one if no regular-session bar has completed.
+    """
+    open_utc, close_utc = market_hours.session_bounds(day)
+    if minute_bars is None or minute_bars.empty:
+        return empty_bars("1Day")
+    # Compare epoch nanoseconds: robust to whatever datetime subclass the clock hands out.
+    nanos = pd.DatetimeIndex(minute_bars.index).as_unit("ns").asi8
+    lo, hi = int(open_utc.timestamp()) * 10**9, int(close_utc.timestamp()) * 10**9
+    session = minute_bars[(nanos >= lo) & (nanos < hi)]
+    if session.empty:
+        return empty_bars("1Day")
+    volume = session["volume"].to_numpy(dtype="float64")
+    vwaps = session["vwap"].to_numpy(dtype="float64")
+    usable = np.isfinite(vwaps) & (volume > 0)
+    vwap = float((vwaps[usable] * volume[usable]).sum() / volume[usable].sum()) if usable.any() else np.nan
+    counts = session["trade_count"]
+    row = {
+        "open": float(session["open"].iloc[0]),
+        "high": float(session["high"].max()),
+        "low": float(session["low"].min()),
+        "close": float(session["close"].iloc[-1]),
+        "volume": float(volume.sum()),
+        "vwap": vwap,
+        "trade_count": pd.array([int(counts.sum()) if counts.notna().any() else pd.NA], dtype="Int64"),
+    }
+    frame = pd.DataFrame(row, index=pd.DatetimeIndex([pd.Timestamp(day)], name="date"))
+    return frame[list(BAR_COLUMNS)]
+
+
+def _daily_bar_in_progress(today: date, now: datetime) -> bool:
+    """Regular hours, or the settling minutes after the close before the daily bar is final
+    (the sync does not fetch an unsettled daily bar, so the live bar bridges that gap)."""
+    if market_hours.is_market_hours(now):
+        return True
+    if not market_hours.is_session(today):
+        return False
+    open_utc, close_utc = market_hours.session_bounds(today)
+    return close_utc <= now < close_utc + SETTLE_DELAY
+
+
+def get_market_data(
+    symbol: str,
+    start: Any,
+    end: Any,
+    timeframe: str = "1Day",
+    source: Any = None,
+    include_live: bool = True,
+    cache: TradingCacheManager | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Bars of ``symbol`` in ``[start, end]``: cache first, gaps synced from ``source``.
+
+    ``source`` is a :class:`~cachelib.sources.MarketDataSource` or a name for
+    :func:`~cachelib.sources.get_source` (``None`` = ``"auto"``: Alpaca when keys are set, else
+    the demo source). During regular market hours (and the 15 settling minutes after the
+    close), for daily bars whose range includes today, today's in-progress bar is appended, built from today's minute bars so far, and marked with
+    ``df.attrs["live_bar"] = True``. That bar is never written to the cache. The frame has the
+    cache's index and columns either way (empty when nothing exists).
+    """
+    from .sources import get_source
+
+    src = get_source(source or "auto") if source is None or isinstance(source, str) else source
+    cache = cache if cache is not None else TradingCacheManager()
+    clock = now_utc(now)
+    tf = parse_timeframe(timeframe)
+    sync_bars(cache, src, [symbol], start, end, timeframe=tf.name, now=clock)
+    frame = cache.get(symbol, start, end, source=src.name, timeframe=tf.name)
+    frame = empty_bars(tf) if frame is None else frame
+    frame.attrs["live_bar"] = False
+    today = market_hours.today_et(clock)
+    if include_live and not tf.is_intraday and tf.unit == "Day" and to_date(start) <= today <= to_date(end) \
+            and _daily_bar_in_progress(today, clock):
+        sync_bars(cache, src, [symbol], today, today, timeframe="1Min", now=clock)
+        minutes = cache.get(symbol, today, today, source=src.name, timeframe="1Min")
+        live = build_live_bar(minutes, today)
+        if not live.empty:
+            frame = frame[frame.index != pd.Timestamp(today)]
+            frame = pd.concat([frame, live]) if len(frame) else live
+            frame["trade_count"] = frame["trade_count"].astype("Int64")
+            frame.index.name = "date"
+            frame.attrs["live_bar"] = True
+    return frame

@@ -191,6 +191,43 @@ def is_date_only(value: object) -> bool:
     return isinstance(value, date) and not isinstance(value, datetime)
 
 
+def key_range(start: object, end: object, intraday: bool) -> tuple[int, int]:
+    """Inclusive ``[lo, hi]`` bar-key range for ``start``..``end``.
+
+    Date-only bounds are New York days: for intraday timeframes a date-only ``start`` is New
+    York midnight and a date-only ``end`` includes that whole New York day. Datetimes are
+    instants (naive = UTC). For daily-or-longer timeframes both bounds are session dates.
+    """
+    if start is None or end is None:
+        raise ValueError("start and end are required (str, date or datetime)")
+    if not intraday:
+        lo, hi = date_to_key(to_date(start)), date_to_key(to_date(end))
+    else:
+        if is_date_only(start):
+            lo = int(datetime.combine(to_date(start), time(0), NY).timestamp())
+        else:
+            lo = int(to_utc_datetime(start).timestamp())
+        if is_date_only(end):
+            hi = int(datetime.combine(to_date(end) + timedelta(days=1), time(0), NY).timestamp()) - 1
+        else:
+            hi = int(to_utc_datetime(end).timestamp())
+    if lo > hi:
+        raise ValueError(f"start {start!r} is after end {end!r}")
+    return lo, hi
+
+
+def rows_of_symbol(data: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """alpaca-py frames are indexed ``(symbol, timestamp)``: keep ``symbol``'s rows (a frame
+    without a ``symbol`` level is returned as it is)."""
+    names = [str(n).lower() if n is not None else "" for n in data.index.names]
+    if "symbol" not in names:
+        return data
+    symbols = data.index.get_level_values(names.index("symbol")).astype(str).str.upper()
+    if len(data) and not (symbols == symbol).any():
+        raise ValueError(f"the frame holds no bars for {symbol} (it has {sorted(set(symbols))[:5]})")
+    return data[np.asarray(symbols == symbol)]
+
+
 def date_to_key(day: date) -> int:
     """Storage key of a daily bar: UTC midnight of the session date, in epoch seconds."""
     return (day - date(1970, 1, 1)).days * _DAY_SECONDS
@@ -261,7 +298,7 @@ def _time_values(frame: pd.DataFrame) -> pd.Series:
                     parsed = pd.to_datetime(col, utc=False, format="mixed")
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"column {name!r} holds values that are not dates or times: {exc}") from None
-            return pd.Series(parsed.values, index=range(len(frame)), dtype=parsed.dtype)
+            return pd.Series(parsed.array, index=range(len(frame)), dtype=parsed.dtype)
     raise ValueError(
         "no bar times: give the frame a DatetimeIndex or a 'date'/'timestamp' column"
     )

@@ -26,14 +26,13 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .bars import NY, BAR_COLUMNS, normalize_bars, normalize_symbol, parse_timeframe, to_date
+from .bars import BAR_COLUMNS, key_range, normalize_bars, normalize_symbol, parse_timeframe, rows_of_symbol, to_date
 from .store import TradingCacheManager, default_db_path
 
 __all__ = [
@@ -194,9 +193,9 @@ def set_market_data(
     if first > last:
         raise ValueError(f"start_date {start_date!r} is after end_date {end_date!r}")
     if isinstance(data, pd.DataFrame) and isinstance(data.index, pd.MultiIndex):
-        data = _rows_of_symbol(data, sym)
+        data = rows_of_symbol(data, sym)
     bars = normalize_bars(data, tf)
-    lo, hi = _day_key_bounds(first, last, tf.is_intraday)
+    lo, hi = key_range(first, last, tf.is_intraday)
     keys = bars["key"].to_numpy()
     bars = bars[(keys >= lo) & (keys <= hi)]
     if bars.empty:
@@ -208,25 +207,6 @@ def set_market_data(
     frame = pd.DataFrame({c: bars[c].to_numpy() for c in BAR_COLUMNS}, index=index)
     with _cache_for(db_path) as cache:
         return cache.set(sym, frame, source=src, timeframe=tf.name)
-
-
-def _day_key_bounds(first: date, last: date, intraday: bool) -> tuple[int, int]:
-    """Inclusive bar-key bounds of the New York days ``first``..``last``."""
-    if not intraday:
-        epoch = date(1970, 1, 1)
-        return (first - epoch).days * 86_400, (last - epoch).days * 86_400
-    lo = int(datetime.combine(first, datetime.min.time(), NY).timestamp())
-    hi = int(datetime.combine(last + timedelta(days=1), datetime.min.time(), NY).timestamp()) - 1
-    return lo, hi
-
-
-def _rows_of_symbol(data: pd.DataFrame, symbol: str) -> pd.DataFrame:
-    """alpaca-py frames are indexed ``(symbol, timestamp)``: keep ``symbol``'s rows."""
-    names = [str(n).lower() if n is not None else "" for n in data.index.names]
-    if "symbol" not in names:
-        return data
-    symbols = data.index.get_level_values(names.index("symbol")).astype(str).str.upper()
-    return data[np.asarray(symbols == symbol)]
 
 
 # ---------------------------------------------------------------------------
@@ -385,8 +365,10 @@ def import_legacy_file(
     ``dry_run`` the file is validated as the store would and nothing is written (``cache``
     may then be ``None``). Bars get the store's normal TTL rule; re-importing upserts.
 
-    >>> import_legacy_file(cache, ".cache/market_data/SPY_2025-01-01_2025-01-31_alpaca.json")  # doctest: +SKIP
-    LegacyImportResult(path=..., ok=True, rows=20, symbol='SPY', source='alpaca', timeframe='1Day', error=None)
+    >>> path = "market_data/SPY_2025-01-02_2025-01-31_alpaca.json"
+    >>> result = import_legacy_file(cache, path)  # doctest: +SKIP
+    >>> result.ok, result.rows, result.timeframe  # doctest: +SKIP
+    (True, 20, '1Day')
     """
     path = Path(path)
     try:

@@ -14,10 +14,12 @@ Readable tables go to stdout for people, ``--json`` output for scripts. Exit cod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -36,10 +38,6 @@ __all__ = ["main", "build_parser"]
 
 class _Abort(Exception):
     """Stop with exit code 1 and this message on stderr (not an ``error:``)."""
-
-
-class _Cancel(Exception):
-    """Rolls back a transaction that only counted."""
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +107,10 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     key = "timestamp" if intraday else "date"
     out = []
     for when, row in zip(frame.index, frame.itertuples(index=False), strict=True):
-        stamp = when.to_pydatetime().astimezone(timezone.utc).isoformat() if intraday else when.date().isoformat()
+        if intraday:
+            stamp = when.to_pydatetime().astimezone(timezone.utc).isoformat()
+        else:
+            stamp = when.date().isoformat()
         record: dict[str, Any] = {key: stamp}
         for name, value in zip(frame.columns, row, strict=True):
             value = _plain(value)
@@ -153,7 +154,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         )
     rows = [
         ("Database", stats["db_path"]),
-        ("Size", f"{stats['db_size_mb']} MB ({stats['db_size_bytes']:,} bytes), schema v{stats['schema_version']}"),
+        ("Size", f"{stats['db_size_mb']} MB ({stats['db_size_bytes']:,} bytes), "
+                 f"schema v{stats['schema_version']}"),
         ("Bars", f"{stats['total_entries']:,} ({stats['expired_entries']:,} expired)"),
         ("Symbols", f"{stats['unique_symbols']:,}"),
         ("Sources", ", ".join(stats["sources"]) or "-"),
@@ -248,7 +250,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         stamp = when.tz_convert(NY).strftime("%Y-%m-%d %H:%M") if intraday else when.strftime("%Y-%m-%d")
         rows.append((stamp, _price(bar.open), _price(bar.high), _price(bar.low), _price(bar.close),
                      _count(bar.volume), _price(bar.vwap), _count(bar.trade_count)))
-    headers = ("time (ET)" if intraday else "date", "open", "high", "low", "close", "volume", "vwap", "trades")
+    first = "time (ET)" if intraday else "date"
+    headers = (first, "open", "high", "low", "close", "volume", "vwap", "trades")
     print(_table(rows, headers))
     print(f"{len(rows):,} bars")
     return 0
@@ -256,29 +259,13 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def _delete_matching(cache: TradingCacheManager, args: argparse.Namespace) -> int:
     """Delete the bars the filters select (all bars without filters); returns bars removed."""
-    stats = cache.get_stats()
-    asset_types = [args.asset_type] if args.asset_type else stats["asset_types"]
-    removed = 0
-    with cache.atomic():
-        for asset in asset_types:
-            symbols = [args.symbol] if args.symbol else cache.get_symbols(asset_type=asset)
-            for symbol in symbols:
-                removed += cache.delete(symbol, start=args.start, end=args.end, source=args.source,
-                                        asset_type=asset, timeframe=args.timeframe)
-    return removed
+    return cache.delete(args.symbol, start=args.start, end=args.end, source=args.source,
+                        asset_type=args.asset_type, timeframe=args.timeframe)
 
 
 def _count_matching(cache: TradingCacheManager, args: argparse.Namespace) -> int:
-    # Count by deleting inside a transaction that is then rolled back: the count uses exactly
-    # the store's own delete rules (ranges, New York days) without copying them here.
-    counted = 0
-    try:
-        with cache.atomic():
-            counted = _delete_matching(cache, args)
-            raise _Cancel
-    except _Cancel:
-        pass
-    return counted
+    return cache.count_bars(args.symbol, start=args.start, end=args.end, source=args.source,
+                            asset_type=args.asset_type, timeframe=args.timeframe)
 
 
 def _describe_filters(args: argparse.Namespace) -> str:
@@ -298,10 +285,9 @@ def _confirm(question: str) -> bool:
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     answer = stream.readline()
-    if answer and not stream.isatty():
-        sys.stderr.write("\n")  # a piped answer is not echoed: end the prompt's line
+    if not answer or not stream.isatty():
+        sys.stderr.write("\n")  # nothing was echoed: end the prompt's line
     if not answer:  # EOF: no one is there to answer
-        sys.stderr.write("\n")
         raise _Abort("No answer on stdin: pass --yes to delete without asking")
     return answer.strip().lower() in ("y", "yes")
 
@@ -384,7 +370,9 @@ def _range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("symbol", help="ticker, e.g. SPY")
     parser.add_argument("--start", required=True, help="first day (YYYY-MM-DD) or instant (ISO)")
     parser.add_argument("--end", required=True, help="last day (YYYY-MM-DD, whole day) or instant (ISO)")
-    parser.add_argument("--timeframe", default="1Day", help="bar timeframe, e.g. 1Day, 1Hour, 5Min (default 1Day)")
+    parser.add_argument(
+        "--timeframe", default="1Day", help="bar timeframe: 1Day, 1Hour, 5Min... (default 1Day)"
+    )
     parser.add_argument("--source", default=None, help="only this source (default: best source per bar)")
     parser.add_argument("--asset-type", default="stock", help="asset type (default stock)")
 
@@ -426,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", default=None, help="up to this day (YYYY-MM-DD, whole day)")
     p.add_argument("--asset-type", default=None, help="only this asset type (default: all)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p = add("migrate-legacy", cmd_migrate_legacy, "import the deprecated JSON file cache (.cache/market_data)")
+    p = add("migrate-legacy", cmd_migrate_legacy,
+            "import the deprecated JSON file cache (.cache/market_data)")
     p.add_argument("directory", metavar="DIR", help="directory of SYMBOL_START_END_SOURCE.json files")
     p.add_argument("--dry-run", action="store_true", help="validate every file, write nothing")
     return parser
@@ -446,6 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (ValueError, sqlite3.Error, OSError) as exc:  # DatabaseFileError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (``cache-manager query ... | head``): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not complain again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

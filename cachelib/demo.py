@@ -30,19 +30,25 @@ a small overnight gap (partly in the direction of the day's move, capped at 2 %)
 at that day's daily close. In between, the minute path is a Brownian bridge whose per-minute
 variance follows a U-shape (busier after the open and before the close). Minute bar high/low
 extend beyond open/close by random excursions; prices are rounded to cents and OHLC made
-consistent *after* rounding; vwap lies in [low, high] (4 decimals); volumes are positive
-integers (stored as float) following a U-shaped intraday profile (plus a closing bump) with
-lognormal noise; trade counts are positive integers no larger than the volume.
+consistent *after* rounding; the vwap is the typical price (high + low + close) / 3 nudged
+towards the longer wick, 4 decimals, always within [low, high]; volumes are positive integers
+(stored as float) following a U-shaped intraday profile (about 2.5x busier in the first and last
+half hours than at midday, plus a closing bump) with lognormal noise; trade counts are positive
+integers no larger than the volume.
 
-**Randomness and determinism.** Minute-level draws for a symbol come in calendar-month blocks
-from ``numpy.random.default_rng([seed, crc32(symbol), 3, year*12+month])`` (raw 64-bit words split
-into 16-bit fields mapped through quantile tables - fast). Every day's bars therefore depend only
-on ``(seed, symbol, day)``, never on the range that was requested: a sub-range is exactly a
-slice of a larger range. Aggregated timeframes are computed from the 1-minute bars:
+**Randomness and determinism.** Minute-level draws for a symbol come in calendar-year blocks
+from ``numpy.random.default_rng([seed, crc32(symbol), 3, year])``: one 64-bit word per weekday
+minute, split into 8/16-bit fields mapped through quantile tables (much cheaper than drawing
+variates), plus a few day-level normals. Every computation is row-wise per day (per-day
+exponentials use ``math.exp``), so a day's bars depend only on ``(seed, symbol, day)``, never
+on the range that was requested: a sub-range is exactly a slice of a larger range. Internally
+prices are simulated as whole float32 cents and converted to dollars (``cents / 100``) on output.
+Aggregated timeframes are computed from the 1-minute bars:
 ``5Min/15Min/30Min/1Hour`` are bucketed from the session open (1Hour: 09:30, 10:30, ...; the
 last bucket of a day may be shorter) and ``1Day`` is the whole session (open = first open,
 high = max high, low = min low, close = last close, volume and trade_count = sums, vwap = the
-volume-weighted mean of the minute vwaps). Daily bars are cached per (symbol, month).
+volume-weighted mean of the minute vwaps). Daily bars are cached per (seed, symbol, month),
+process-wide.
 
 **Time.** "Now" is read only through :func:`cachelib.clock.now_utc` (so freezegun controls it),
 unless a fixed ``now`` is passed to the constructor. Only *completed* bars are returned: during
@@ -60,7 +66,11 @@ session). Implied volatility follows a smile ``iv = base * term(T) + a*m**2 - sk
 :func:`black_scholes`) with r = 4 % and no dividends, T in years of 365 days to the expiration
 day's close. Quotes are the theoretical price +- half a spread, floored/ceiled to the tick
 (0.01 under 3 $, 0.05 above); bid >= 0, ask - bid >= 0.01, last within [bid, ask]; volume and
-open interest are deterministic integers.
+open interest are deterministic integers (open interest peaks at the money and on monthlies;
+volume grows through the session). Greek conventions: ``theta`` per calendar day, ``vega`` per
+1 volatility point, ``rho`` per 1 % of rate; deltas are kept at least 1e-6 inside (0, 1) / (-1, 0).
+Put-call parity ``C - P = S - K exp(-rT)`` holds exactly on the theoretical prices, and on the
+quoted mids within the half-spreads.
 """
 
 from __future__ import annotations
@@ -139,6 +149,8 @@ _NS_DAY = 86_400 * 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SUPPORTED = {(1, "Min"): 1, (5, "Min"): 5, (15, "Min"): 15, (30, "Min"): 30, (1, "Hour"): 60, (1, "Day"): 0}
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
+_PRICE_COLUMNS = ("open", "high", "low", "close")
+_CHUNK = 64  # sessions simulated at a time (keeps the working set in the CPU cache)
 
 # Process-wide caches (the data depend only on (seed, symbol, day), so instances share them).
 _CACHE_LOCK = threading.RLock()
@@ -181,9 +193,16 @@ def _norm_ppf(p: np.ndarray) -> np.ndarray:
 _U16 = (np.arange(65536, dtype="float64") + 0.5) / 65536.0
 _LUT_NORMAL = _norm_ppf(_U16)
 _LUT_NORMAL /= _LUT_NORMAL.std()
-_LUT_LOGN = np.exp(0.45 * _LUT_NORMAL - 0.5 * 0.45**2)
+_LUT_LOGN = np.exp(0.45 * _LUT_NORMAL - 0.5 * 0.45**2).astype("float32")
+_LUT_NORMAL = _LUT_NORMAL.astype("float32")
 
 _erfc = np.frompyfunc(math.erfc, 1, 1)
+_exp_obj = np.frompyfunc(math.exp, 1, 1)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """Element-wise ``math.exp``: bit-identical for a value wherever it sits in the array."""
+    return np.asarray(_exp_obj(np.asarray(x, dtype="float64")), dtype="float64")
 
 
 def _ncdf(x: np.ndarray) -> np.ndarray:
@@ -386,7 +405,7 @@ def _profile(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     full = 1.0 + 3.0 * np.exp(-kf / 18.0) + 1.8 * np.exp(-(_MAX_MIN - 1 - kf) / 25.0)
     full[-1] *= 2.0
     vol /= full.mean()
-    prof = (np.sqrt(var), frac, vol)
+    prof = (np.sqrt(var).astype("float32"), frac.astype("float32"), vol.astype("float32"))
     _PROFILES[n] = prof
     return prof
 
@@ -420,42 +439,52 @@ class _Symbol:
         self.iv_base = float(np.clip(vol * (0.95 + 0.25 * u[5]), 0.08, 1.5))
         self.smile_a = 2.0 + 1.5 * u[6]
         self.smile_skew = 0.08 + 0.17 * u[7]
-        self._fwd = np.zeros(1)  # x at weekday index 0, 1, 2, ...
-        self._bwd = np.zeros(1)  # x at weekday index 0, -1, -2, ...
+        # The daily path, forward (weekday index 0, 1, 2, ...) and backward (0, -1, -2, ...):
+        # the AR(1) state x, the log close and the close. Grown in whole blocks, so every value
+        # is computed the same way whatever range was asked for first.
+        log0 = math.log(price)
+        self._fwd = [np.zeros(1), np.array([log0]), np.array([math.exp(log0)])]
+        self._bwd = [np.zeros(1), np.array([log0]), np.array([math.exp(log0)])]
         self._lock = threading.Lock()
 
-    def _extend(self, arr: np.ndarray, direction: int, needed: int) -> np.ndarray:
-        out = [arr]
-        x = arr[-1]
-        block = (len(arr) - 1) // _BLOCK
-        total = len(arr)
+    def _extend(self, path: list[np.ndarray], direction: int, needed: int) -> list[np.ndarray]:
+        xs_l, logs_l, closes_l = [path[0]], [path[1]], [path[2]]
+        x = path[0][-1]
+        total = len(path[0])
+        block = (total - 1) // _BLOCK
         j = np.arange(1, _BLOCK + 1, dtype="float64")
         phij = _PHI**j
+        sign = 1 if direction == 1 else -1
         while total <= needed:
             rng = np.random.default_rng([self.seed, self.crc, direction, block])
             e = rng.standard_normal(_BLOCK) * self.sig
             xs = phij * (x + np.cumsum(e / phij))
-            out.append(xs)
+            years = sign * (block * _BLOCK + j) / _WEEKDAYS_PER_YEAR
+            logs = math.log(self.price) + self.mu * 8.0 * np.tanh(years / 8.0) + xs
+            xs_l.append(xs)
+            logs_l.append(logs)
+            closes_l.append(np.exp(logs))
             x = xs[-1]
             total += _BLOCK
             block += 1
-        return np.concatenate(out)
+        return [np.concatenate(xs_l), np.concatenate(logs_l), np.concatenate(closes_l)]
 
-    def log_close(self, idx: np.ndarray) -> np.ndarray:
-        """Model log close on the given weekday indices."""
+    def daily_close(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(log close, close)`` of the daily model on the given weekday indices."""
         idx = np.asarray(idx, dtype="int64")
         if idx.size:
             hi, lo = int(idx.max()), int(idx.min())
-            if hi >= len(self._fwd) or -lo >= len(self._bwd):
+            if hi >= len(self._fwd[0]) or -lo >= len(self._bwd[0]):
                 with self._lock:
-                    if hi >= len(self._fwd):
+                    if hi >= len(self._fwd[0]):
                         self._fwd = self._extend(self._fwd, 1, hi)
-                    if -lo >= len(self._bwd):
+                    if -lo >= len(self._bwd[0]):
                         self._bwd = self._extend(self._bwd, 2, -lo)
         fwd, bwd = self._fwd, self._bwd
-        x = np.where(idx >= 0, fwd[np.clip(idx, 0, len(fwd) - 1)], bwd[np.clip(-idx, 0, len(bwd) - 1)])
-        years = idx / _WEEKDAYS_PER_YEAR
-        return math.log(self.price) + self.mu * 8.0 * np.tanh(years / 8.0) + x
+        pos = idx >= 0
+        i_f = np.where(pos, idx, 0)
+        i_b = np.where(pos, 0, -idx)
+        return (np.where(pos, fwd[1][i_f], bwd[1][i_b]), np.where(pos, fwd[2][i_f], bwd[2][i_b]))
 
     def year_draws(self, year: int) -> tuple[np.ndarray, np.ndarray]:
         """Random words for every weekday minute of a year, ``(weekdays, 390)`` uint64, and
@@ -475,8 +504,10 @@ _DAILY: OrderedDict[tuple[int, str, int], tuple[np.ndarray, np.ndarray]] = Order
 class _Sim:
     """1-minute bars of a run of sessions as ``(days, 390)`` arrays.
 
-    Minutes past a session's end (early closes) hold neutral values (volume 0, high 0,
-    low +inf), so that row reductions give the daily bar.
+    Prices are float32 *cents* (whole numbers, exact below $167,772), ``vwap`` float64 in units of
+    $0.0001 (whole numbers), volume and trade counts float32 whole numbers. Minutes past a
+    session's end (early closes) hold neutral values (volume 0, high 0, low +inf), so that row
+    reductions give the daily bar.
     """
 
     minutes: np.ndarray  # session length per day
@@ -484,17 +515,16 @@ class _Sim:
     close_ns: np.ndarray
     midnight_ns: np.ndarray
     ordinals: np.ndarray
-    cols: dict[str, np.ndarray]  # (days, 390) float64 arrays
+    cols: dict[str, np.ndarray]
+    day_bars: dict[str, np.ndarray] | None = None
 
     @property
     def full(self) -> bool:
         return bool(np.all(self.minutes == _MAX_MIN))
 
-    def mask(self) -> np.ndarray:
-        return np.arange(_MAX_MIN)[None, :] < self.minutes[:, None]
-
     def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """``(bar start ns, minute of session, day position, columns)`` of the real minutes."""
+        """``(bar start ns, minute of session, day position, columns in dollars)`` of the real
+        minutes, in time order."""
         n = len(self.minutes)
         kk = np.arange(_MAX_MIN, dtype="int64")
         ts = self.open_ns[:, None] + kk[None, :] * _NS_MIN
@@ -503,107 +533,121 @@ class _Sim:
         if self.full:
             pick = (lambda a: a.reshape(-1))
         else:
-            m = self.mask()
-            pick = (lambda a: a[m])
-        cols = {c: pick(v) for c, v in self.cols.items()}
-        cols["trade_count"] = cols["trade_count"].astype("int64")
+            mask = kk[None, :] < self.minutes[:, None]
+            pick = (lambda a: a[mask])
+        c = self.cols
+        cols = {name: np.divide(pick(c[name]), 100.0, dtype="float64") for name in _PRICE_COLUMNS}
+        cols["volume"] = pick(c["volume"]).astype("float64")
+        cols["vwap"] = np.divide(pick(c["vwap"]), 1e4)
+        cols["trade_count"] = pick(c["trade_count"]).astype("int64")
         return pick(ts), pick(k), pick(day), cols
 
     def daily(self) -> dict[str, np.ndarray]:
-        c = self.cols
-        n = len(self.minutes)
-        volume = c["volume"].sum(axis=1)
-        high = c["high"].max(axis=1)
-        low = c["low"].min(axis=1)
-        return {
-            "open": c["open"][:, 0].copy(),
-            "high": high,
-            "low": low,
-            "close": c["close"][np.arange(n), self.minutes - 1],
-            "volume": volume,
-            "vwap": np.clip((c["vwap"] * c["volume"]).sum(axis=1) / volume, low, high),
-            "trade_count": c["trade_count"].sum(axis=1).astype("int64"),
-        }
+        return self.day_bars if self.day_bars is not None else _daily_bars(self.cols, self.minutes)
+
+
+def _daily_bars(c: dict[str, np.ndarray], minutes: np.ndarray) -> dict[str, np.ndarray]:
+    """Daily bars (dollars) from ``(days, 390)`` minute arrays in :class:`_Sim` units."""
+    n = len(minutes)
+    volume = c["volume"].sum(axis=1, dtype="float64")
+    pv = np.multiply(c["vwap"], c["volume"]).sum(axis=1)
+    high = c["high"].max(axis=1).astype("float64") / 100.0
+    low = c["low"].min(axis=1).astype("float64") / 100.0
+    return {
+        "open": c["open"][:, 0].astype("float64") / 100.0,
+        "high": high,
+        "low": low,
+        "close": c["close"][np.arange(n), minutes - 1].astype("float64") / 100.0,
+        "volume": volume,
+        "vwap": np.clip(pv / volume / 1e4, low, high),
+        "trade_count": c["trade_count"].sum(axis=1, dtype="float64").astype("int64"),
+    }
 
 
 def _simulate_rows(
-    sym: _Symbol, words: np.ndarray, Z: np.ndarray, log_c: np.ndarray, log_p: np.ndarray, n_min: int
+    sym: _Symbol,
+    words: np.ndarray,
+    Z: np.ndarray,
+    log_c: np.ndarray,
+    log_p: np.ndarray,
+    closes: tuple[np.ndarray, np.ndarray],
+    n_min: int,
 ) -> dict[str, np.ndarray]:
-    """Minute bars (``(days, 390)``) of sessions that all last ``n_min`` minutes.
+    """Minute bars (``(days, 390)``, see :class:`_Sim` for units) of sessions lasting ``n_min``.
 
     Fields of each minute's 64-bit random word (little-endian): bytes 0-1 the path increment
-    (normal quantile table), byte 2 / byte 3 the high / low excursions, bytes 4-5 the volume
-    noise (lognormal quantile table), byte 6 the vwap position, byte 7 the trade size.
+    (normal quantile table), byte 2 / byte 3 the upper / lower wick, bytes 4-5 the volume noise
+    (lognormal quantile table), byte 7 the mean trade size (byte 6 is unused).
     """
+    f32 = np.float32
     sd_k, frac, vprof = _profile(n_min)
     u16 = words.view("<u2").reshape(words.shape + (4,))
     u8 = words.view("u1").reshape(words.shape + (8,))
-    C = np.exp(log_c)
-    P = np.exp(log_p)
+    # Per-day quantities use math.exp (scalar libm), not numpy's vectorised exp, so that a day's
+    # values cannot depend on its position in the array (i.e. on the requested range).
+    C, P = closes
     ret = log_c - log_p
     sig = sym.sig
     gap = np.clip(0.3 * ret + 0.25 * sig * Z[:, 0], -0.02, 0.02)
-    O = P * np.exp(gap)
-    sd_day = (O * sig * np.exp(0.25 * Z[:, 1] - 0.03))[:, None]
-    vmult = np.exp(0.3 * Z[:, 2] - 0.045) * (0.75 + 0.3 * np.minimum(np.abs(ret) / sig, 4.0))
+    O = P * _exp(gap) * 100.0  # cents from here on
+    C = C * 100.0
+    sd_day = O * sig * _exp(0.25 * Z[:, 1] - 0.03)
+    vmult = _exp(0.3 * Z[:, 2] - 0.045) * (0.75 + 0.3 * np.minimum(np.abs(ret) / sig, 4.0))
 
-    # Brownian bridge from O to C with the U-shaped variance profile (sd already in dollars).
-    sdp = sd_day * sd_k  # per-minute price sd
-    path = _LUT_NORMAL[u16[:, :, 0]]
+    # Brownian bridge from O to C with the U-shaped variance profile.
+    sdp = np.multiply(sd_day.astype(f32)[:, None], sd_k)  # per-minute sd, cents
+    path = _LUT_NORMAL.take(u16[:, :, 0].astype(np.intp))
     path *= sdp
     np.cumsum(path, axis=1, out=path)
-    end = path[:, n_min - 1] if n_min else np.zeros(len(O))
-    path += frac * ((C - O) - end)[:, None]
-    path += O[:, None]
-    close = np.round(path, 2, out=path)
-    np.maximum(close, 0.01, out=close)
+    pull = ((C - O) - path[:, n_min - 1]).astype(f32)
+    path += frac * pull[:, None]
+    path += O.astype(f32)[:, None]
+    close = np.rint(path, out=path)
+    np.maximum(close, f32(1.0), out=close)
     open_ = np.empty_like(close)
-    open_[:, 0] = np.maximum(np.round(O, 2), 0.01)
+    open_[:, 0] = np.maximum(np.rint(O), 1.0)
     open_[:, 1:] = close[:, :-1]
 
-    # Wicks: beyond max/min(open, close) by a random share of the minute's sd (after rounding).
+    # Wicks: whole cents beyond max/min(open, close); the low stays >= 1 cent.
     top = np.maximum(open_, close)
     bottom = np.minimum(open_, close)
-    sdp *= 1.6 / 65025.0
-    high = u8[:, :, 2].astype("float64")
-    high *= high
-    high *= sdp
-    high += top
-    np.round(high, 2, out=high)
-    np.maximum(high, top, out=high)
-    low = u8[:, :, 3].astype("float64")
-    low *= low
-    low *= sdp
-    np.subtract(bottom, low, out=low)
-    np.round(low, 2, out=low)
-    np.minimum(low, bottom, out=low)
-    np.maximum(low, 0.01, out=low)
+    sdp *= f32(1.6 / 65025.0)
+    up = u8[:, :, 2].astype(f32)
+    up *= up
+    up *= sdp
+    np.rint(up, out=up)
+    down = u8[:, :, 3].astype(f32)
+    down *= down
+    down *= sdp
+    np.rint(down, out=down)
+    np.minimum(down, bottom - f32(1.0), out=down)
+    high = np.add(top, up, out=top)
+    low = np.subtract(bottom, down, out=bottom)
+
+    # vwap: the typical price shifted towards the longer wick by 0.3 of the difference. The
+    # typical price lies at least a third of the range inside [low, high] and the shift is at
+    # most 0.3 of it, so the vwap stays inside (in $0.0001 units, float64).
+    typical = np.add(high, low)
+    typical += close
+    typical = typical.astype("float64")
+    typical *= 100.0 / 3.0
+    up -= down
+    up *= f32(30.0)
+    typical += up
+    vwap = np.rint(typical, out=typical)
 
     # Volume: U-shaped profile x day multiplier x lognormal noise; trades of a random mean size.
-    volume = _LUT_LOGN[u16[:, :, 2]]
+    volume = _LUT_LOGN.take(u16[:, :, 2].astype(np.intp))
     volume *= vprof
-    volume *= (sym.vpm * vmult)[:, None]
+    volume *= (sym.vpm * vmult).astype(f32)[:, None]
     np.rint(volume, out=volume)
-    np.maximum(volume, 1.0, out=volume)
-    size = u8[:, :, 7].astype("float64")
-    size *= sym.trade_size * 0.8 / 255.0
-    size += sym.trade_size * 0.6
+    np.maximum(volume, f32(1.0), out=volume)
+    size = u8[:, :, 7].astype(f32)
+    size *= f32(sym.trade_size * 0.8 / 255.0)
+    size += f32(sym.trade_size * 0.6)
     trades = np.divide(volume, size, out=size)
     np.rint(trades, out=trades)
-    np.maximum(trades, 1.0, out=trades)  # <= volume: sizes are >= 36 shares
-
-    # vwap: the typical price +- 0.15 of the range, 4 decimals. The typical price lies at least
-    # a third of the range inside [low, high], so the vwap stays within it after rounding.
-    spread = np.subtract(high, low, out=top)
-    typical = np.add(high, low, out=bottom)
-    typical += close
-    typical *= 1.0 / 3.0
-    vwap = u8[:, :, 6].astype("float64")
-    vwap *= 0.3 / 255.0
-    vwap -= 0.15
-    vwap *= spread
-    vwap += typical
-    np.round(vwap, 4, out=vwap)
+    np.maximum(trades, f32(1.0), out=trades)  # <= volume: mean sizes are >= 36 shares
 
     if n_min < _MAX_MIN:  # neutral padding past the early close
         volume[:, n_min:] = 0.0
@@ -615,45 +659,64 @@ def _simulate_rows(
             "vwap": vwap, "trade_count": trades}
 
 
-def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]]) -> _Sim:
-    """1-minute bars for the chosen sessions (``(month, positions of sessions in it)`` pairs)."""
-    words_l, z_l = [], []
-    wd, prev, mins, opens, closes, mids, ords = [], [], [], [], [], [], []
-    draws: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool = False) -> _Sim:
+    """1-minute bars for the chosen sessions (``(month, positions of sessions in it)`` pairs).
+
+    Sessions are simulated :data:`_CHUNK` at a time (the working set stays in cache). With
+    ``daily=True`` only the daily aggregates are kept (``_Sim.day_bars``), not the minutes.
+    """
+    meta: dict[str, list[np.ndarray]] = {k: [] for k in ("wd", "prev", "mins", "open", "close", "mid", "ord")}
+    by_year: dict[int, list[np.ndarray]] = {}
     for info, pos in months:
-        if info.year not in draws:
-            draws[info.year] = sym.year_draws(info.year)
-        w, z = draws[info.year]
-        rows = info.rows[pos]
+        by_year.setdefault(info.year, []).append(info.rows[pos])
+        meta["wd"].append(info.wd_index[pos])
+        meta["prev"].append(info.prev_wd_index[pos])
+        meta["mins"].append(info.minutes[pos])
+        meta["open"].append(info.open_ns[pos])
+        meta["close"].append(info.close_ns[pos])
+        meta["mid"].append(info.midnight_ns[pos])
+        meta["ord"].append(info.ordinals[pos])
+    cat = {k: (np.concatenate(v) if v else np.zeros(0, dtype="int64")) for k, v in meta.items()}
+    N = cat["mins"]
+    n = len(N)
+    sim = _Sim(N, cat["open"], cat["close"], cat["mid"], cat["ord"], {})
+    if n == 0:
+        sim.cols = {c: np.zeros((0, _MAX_MIN)) for c in BAR_COLUMNS}
+        sim.day_bars = {c: np.zeros(0) for c in BAR_COLUMNS}
+        return sim
+    words_l, z_l = [], []
+    for year, rows in by_year.items():  # months arrive in time order, so years do too
+        w, z = sym.year_draws(year)
+        rows = np.concatenate(rows)
         words_l.append(w[rows])
         z_l.append(z[rows])
-        wd.append(info.wd_index[pos])
-        prev.append(info.prev_wd_index[pos])
-        mins.append(info.minutes[pos])
-        opens.append(info.open_ns[pos])
-        closes.append(info.close_ns[pos])
-        mids.append(info.midnight_ns[pos])
-        ords.append(info.ordinals[pos])
+    words = np.concatenate(words_l) if len(words_l) > 1 else words_l[0]
+    Z = np.concatenate(z_l) if len(z_l) > 1 else z_l[0]
+    log_c, close_c = sym.daily_close(cat["wd"])
+    log_p, close_p = sym.daily_close(cat["prev"])
 
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype="int64")
-
-    N = cat(mins)
-    sim = _Sim(N, cat(opens), cat(closes), cat(mids), cat(ords), {})
-    if len(N) == 0:
-        sim.cols = {c: np.zeros((0, _MAX_MIN)) for c in BAR_COLUMNS}
-        return sim
-    words = np.concatenate(words_l)
-    Z = np.concatenate(z_l)
-    log_c = sym.log_close(cat(wd))
-    log_p = sym.log_close(cat(prev))
-    cols = _simulate_rows(sym, words, Z, log_c, log_p, _MAX_MIN)
-    for n_min in np.unique(N[N != _MAX_MIN]):
-        rows = np.flatnonzero(N == n_min)
-        part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows], int(n_min))
-        for c in BAR_COLUMNS:
-            cols[c][rows] = part[c]
-    sim.cols = cols
+    parts = []
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        cut = slice(lo, hi)
+        cols = _simulate_rows(sym, words[cut], Z[cut], log_c[cut], log_p[cut],
+                              (close_c[cut], close_p[cut]), _MAX_MIN)
+        n_sub = N[cut]
+        for n_min in np.unique(n_sub[n_sub != _MAX_MIN]):
+            rows = np.flatnonzero(n_sub == n_min) + lo
+            part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows],
+                                  (close_c[rows], close_p[rows]), int(n_min))
+            for c in BAR_COLUMNS:
+                cols[c][rows - lo] = part[c]
+        parts.append(_daily_bars(cols, n_sub) if daily else cols)
+    if len(parts) == 1:
+        merged = parts[0]
+    else:
+        merged = {c: np.concatenate([p[c] for p in parts]) for c in BAR_COLUMNS}
+    if daily:
+        sim.day_bars = merged
+    else:
+        sim.cols = merged
     return sim
 
 
@@ -753,7 +816,7 @@ class DemoSource:
         symbols_universe: Iterable[str] | None = None,
         now: datetime | None = None,
     ) -> None:
-        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.seed = int(42 if seed is None else seed) & 0xFFFFFFFFFFFFFFFF
         self.symbols_universe: tuple[str, ...] | None = (
             None if symbols_universe is None
             else tuple(dict.fromkeys(normalize_symbol(s) for s in symbols_universe))
@@ -842,7 +905,7 @@ class DemoSource:
             else:
                 results[info.key] = cached
         if missing:
-            agg = _simulate(sym, [(info, np.arange(len(info.dates))) for info in missing]).daily()
+            agg = _simulate(sym, [(info, np.arange(len(info.dates))) for info in missing], daily=True).daily()
             floats = np.stack([agg[c] for c in _FLOAT_COLUMNS])
             trades = agg["trade_count"]
             offset = 0

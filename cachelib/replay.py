@@ -240,7 +240,9 @@ def replay_days(
         raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")
 
     t0 = time.perf_counter()
-    report = _sync(cache, source, list(names), first, last, timeframe) if source is not None and days else None
+    report = None
+    if source is not None and days:
+        report = _sync(cache, source, list(names), first, last, timeframe)
     jobs = [(symbol, day) for day in days for symbol in names]
 
     def run(job: tuple[str, date]) -> tuple[str, date, int, int, int, float] | None:

@@ -50,11 +50,12 @@ import pandas as pd
 
 from . import market_hours
 from .bars import (
-    BAR_COLUMNS,
     NY,
     OPTION_COLUMNS,
     date_to_key,
     frame_from_rows,
+    key_range,
+    rows_of_symbol,
     is_date_only,
     key_to_date,
     normalize_bars,
@@ -538,28 +539,6 @@ class TradingCacheManager:
 
     # -- ranges ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _key_range(start: Any, end: Any, intraday: bool) -> tuple[int, int]:
-        """Inclusive ``[lo, hi]`` bar-key range. Date-only bounds are New York days; a
-        date-only ``end`` includes that whole day for intraday timeframes."""
-        if start is None or end is None:
-            raise ValueError("start and end are required (str, date or datetime)")
-        if not intraday:
-            lo, hi = date_to_key(to_date(start)), date_to_key(to_date(end))
-        else:
-            if is_date_only(start):
-                lo = int(datetime.combine(to_date(start), datetime.min.time(), NY).timestamp())
-            else:
-                lo = int(to_utc_datetime(start).timestamp())
-            if is_date_only(end):
-                next_day = to_date(end) + timedelta(days=1)
-                hi = int(datetime.combine(next_day, datetime.min.time(), NY).timestamp()) - 1
-            else:
-                hi = int(to_utc_datetime(end).timestamp())
-        if lo > hi:
-            raise ValueError(f"start {start!r} is after end {end!r}")
-        return lo, hi
-
     # -- bars: write ----------------------------------------------------------------------
 
     def set(
@@ -585,7 +564,7 @@ class TradingCacheManager:
         asset = _norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
         if isinstance(data, pd.DataFrame) and isinstance(data.index, pd.MultiIndex):
-            data = self._rows_of_symbol(data, sym)
+            data = rows_of_symbol(data, sym)
         bars = normalize_bars(data, tf)
         if bars.empty:
             return 0
@@ -610,18 +589,6 @@ class TradingCacheManager:
             conn.executemany("INSERT OR REPLACE INTO bars VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         return len(bars)
 
-    @staticmethod
-    def _rows_of_symbol(data: pd.DataFrame, symbol: str) -> pd.DataFrame:
-        """alpaca-py frames are indexed ``(symbol, timestamp)``: keep ``symbol``'s rows."""
-        names = [str(n).lower() if n is not None else "" for n in data.index.names]
-        if "symbol" not in names:
-            return data
-        level = names.index("symbol")
-        symbols = data.index.get_level_values(level).astype(str).str.upper()
-        if not (symbols == symbol).any() and len(data):
-            raise ValueError(f"the frame holds no bars for {symbol} (it has {sorted(set(symbols))[:5]})")
-        return data[np.asarray(symbols == symbol)]
-
     # -- bars: read -----------------------------------------------------------------------
 
     def get(
@@ -643,7 +610,7 @@ class TradingCacheManager:
         asset = _norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
         src = None if source is None else _norm_source(source)
-        lo, hi = self._key_range(start, end, tf.is_intraday)
+        lo, hi = key_range(start, end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
         rows: list[tuple] = []
         if src is not None:
@@ -690,7 +657,7 @@ class TradingCacheManager:
         defaults to ``start``)."""
         sym = normalize_symbol(symbol)
         tf = parse_timeframe(timeframe)
-        lo, hi = self._key_range(start, start if end is None else end, tf.is_intraday)
+        lo, hi = key_range(start, start if end is None else end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
         src = None if source is None else _norm_source(source)
         for sid, _ in self._series_for_read(_norm_asset_type(asset_type), sym, tf.name, src):
@@ -701,58 +668,83 @@ class TradingCacheManager:
                 return True
         return False
 
-    def delete(
+    def _matching_series(
+        self, symbol: str | None, source: str | None, asset_type: str | None, timeframe: str | None
+    ) -> list[tuple[int, str]]:
+        """``[(series_id, timeframe)]`` selected by the filters (``None`` = any)."""
+        clauses, params = ["1 = 1"], []
+        for column, value, norm in (
+            ("symbol", symbol, normalize_symbol),
+            ("source", source, _norm_source),
+            ("asset_type", asset_type, _norm_asset_type),
+            ("timeframe", timeframe, lambda t: parse_timeframe(t).name),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(norm(value))
+        return self.conn.execute(
+            f"SELECT series_id, timeframe FROM series WHERE {' AND '.join(clauses)}", params
+        ).fetchall()
+
+    def _open_key_range(self, start: Any, end: Any, intraday: bool) -> tuple[int, int]:
+        """Like :func:`~cachelib.bars.key_range`, but either bound may be ``None`` (open)."""
+        lo, hi = key_range(
+            start if start is not None else "1900-01-01",
+            end if end is not None else "2200-01-01",
+            intraday,
+        )
+        return (lo if start is not None else -(2**62), hi if end is not None else 2**62)
+
+    def count_bars(
         self,
-        symbol: str,
+        symbol: str | None = None,
         start: Any = None,
         end: Any = None,
         source: str | None = None,
-        asset_type: str = "stock",
+        asset_type: str | None = None,
         timeframe: str | None = None,
     ) -> int:
-        """Delete bars (and the matching coverage) of ``symbol``; returns bars removed.
+        """How many bars (valid or expired) :meth:`delete` with the same filters would remove."""
+        total = 0
+        for sid, tf_name in self._matching_series(symbol, source, asset_type, timeframe):
+            lo, hi = self._open_key_range(start, end, parse_timeframe(tf_name).is_intraday)
+            total += self.conn.execute(
+                "SELECT COUNT(*) FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
+            ).fetchone()[0]
+        return total
 
-        ``start``/``end`` bound the range (either may be omitted); ``source``/``timeframe``
-        ``None`` mean all.
+    def delete(
+        self,
+        symbol: str | None,
+        start: Any = None,
+        end: Any = None,
+        source: str | None = None,
+        asset_type: str | None = "stock",
+        timeframe: str | None = None,
+    ) -> int:
+        """Delete bars (and the matching coverage); returns bars removed.
+
+        ``start``/``end`` bound the range (either may be omitted); ``None`` for ``symbol``,
+        ``source``, ``asset_type`` or ``timeframe`` means all of them.
+
+        >>> cache.delete("SPY", "2025-01-01", "2025-01-31", source="alpaca")  # doctest: +SKIP
+        21
         """
-        sym = normalize_symbol(symbol)
-        asset = _norm_asset_type(asset_type)
-        clauses, params = ["asset_type = ?", "symbol = ?"], [asset, sym]
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(_norm_source(source))
-        if timeframe is not None:
-            clauses.append("timeframe = ?")
-            params.append(parse_timeframe(timeframe).name)
         removed = 0
+        epoch = date(1970, 1, 1)
+        day_lo = -(10**9) if start is None else (to_date(start) - epoch).days
+        day_hi = 10**9 if end is None else (to_date(end) - epoch).days
         with self.atomic() as conn:
-            series = conn.execute(
-                f"SELECT series_id, timeframe FROM series WHERE {' AND '.join(clauses)}", params
-            ).fetchall()
-            for sid, tf_name in series:
-                intraday = parse_timeframe(tf_name).is_intraday
-                lo, hi = self._open_key_range(start, end, intraday)
+            for sid, tf_name in self._matching_series(symbol, source, asset_type, timeframe):
+                lo, hi = self._open_key_range(start, end, parse_timeframe(tf_name).is_intraday)
                 removed += conn.execute(
                     "DELETE FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
                 ).rowcount
-                day_lo = -(10**9) if start is None else (to_date(start) - date(1970, 1, 1)).days
-                day_hi = 10**9 if end is None else (to_date(end) - date(1970, 1, 1)).days
                 conn.execute(
                     "DELETE FROM coverage WHERE series_id = ? AND session BETWEEN ? AND ?",
                     (sid, day_lo, day_hi),
                 )
         return removed
-
-    def _open_key_range(self, start: Any, end: Any, intraday: bool) -> tuple[int, int]:
-        lo_default, hi_default = -(2**62), 2**62
-        if start is None and end is None:
-            return lo_default, hi_default
-        lo, hi = self._key_range(
-            start if start is not None else "1900-01-01",
-            end if end is not None else "2200-01-01",
-            intraday,
-        )
-        return (lo if start is not None else lo_default, hi if end is not None else hi_default)
 
     # -- coverage -------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -47,7 +47,14 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cachelib.strategy_cache import IStrategyCache, StrategyCache, strategy_cache
+from cachelib.strategy_cache import (
+    IStrategyCache,
+    StrategyCache,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+    strategy_cache,
+)
 
 __all__ = [
     # DTOs
@@ -192,7 +199,14 @@ class RawTick(_DTO):
 
     @classmethod
     def trusted(
-        cls, symbol: str, timestamp: datetime, open: float, high: float, low: float, close: float, volume: float
+        cls,
+        symbol: str,
+        timestamp: datetime,
+        open: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
     ) -> RawTick:
         """Build a tick from trusted values without validation (``timestamp`` must be aware UTC).
 
@@ -202,7 +216,7 @@ class RawTick(_DTO):
         return _trusted_tick(symbol, timestamp, open, high, low, close, volume)
 
 
-_TICK_FIELDS = frozenset(RawTick.model_fields)
+_TICK_FIELDS = set(RawTick.model_fields)
 
 
 def _trusted_tick(
@@ -223,10 +237,31 @@ def _trusted_tick(
             "volume": volume,
         },
     )
-    _setattr(tick, "__pydantic_fields_set__", set(_TICK_FIELDS))
-    _setattr(tick, "__pydantic_extra__", None)
-    _setattr(tick, "__pydantic_private__", None)
+    _set_fields_set(tick, _TICK_FIELDS.copy())
+    _set_extra(tick, None)
+    _set_private(tick, None)
     return tick
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _trusted(cls: type[M], **values: Any) -> M:
+    """A DTO from values the engine computed itself, without a validation pass.
+
+    Every field must be given (a missing one raises ``KeyError``). Used on the flow's event
+    path (signals, directives, fills, trades, envelopes), where validation would cost ~10 us
+    per object; objects built by user code go through the normal, validating constructors.
+    """
+    fields = cls.model_fields
+    if len(values) != len(fields):
+        raise TypeError(f"{cls.__name__}: expected the fields {list(fields)}, got {list(values)}")
+    obj = _new(cls)
+    _setattr(obj, "__dict__", {name: values[name] for name in fields})
+    _set_fields_set(obj, set(fields))
+    _set_extra(obj, None)
+    _set_private(obj, None)
+    return obj
 
 
 class Signal(_DTO):
@@ -393,12 +428,14 @@ CONTINUE = DispositionEnvelope(disposition=Disposition.CONTINUE)
 #: The shared "halt this tick's flow" envelope.
 STOP = DispositionEnvelope(disposition=Disposition.STOP)
 
+
+def _publish(event_name: str, payload: BaseModel | None) -> DispositionEnvelope:
+    """A PUBLISH envelope for one of the engine's own (constant, valid) event names."""
+    return _trusted(DispositionEnvelope, disposition=Disposition.PUBLISH, event_name=event_name, payload=payload)
+
 # ----------------------------------------------------------------------------------------------
 # Event bus
 # ----------------------------------------------------------------------------------------------
-
-P = TypeVar("P", contravariant=True)
-
 
 @runtime_checkable
 class Worker(Protocol):
@@ -410,6 +447,8 @@ class Worker(Protocol):
 Handler = Callable[[Any], "DispositionEnvelope | None"]
 #: Event name -> the workers (or plain callables) subscribed to it, in call order.
 Wiring = Mapping[str, Sequence["Worker | Handler"]]
+#: Called once after a session's last bar; returns the trades it closes (if any).
+SessionEndHook = Callable[[SessionEnd], "Iterable[Trade] | None"]
 
 
 class WiringError(ValueError):
@@ -481,7 +520,8 @@ class EventBus:
                         f"event chain deeper than {self.max_depth} at {envelope.event_name}: "
                         "is there a cycle in the wiring?"
                     )
-                if not self._dispatch(envelope.event_name, envelope.payload, depth + 1):  # type: ignore[arg-type]
+                event_name: str = envelope.event_name  # type: ignore[assignment]
+                if not self._dispatch(event_name, envelope.payload, depth + 1):
                     return False
             elif disposition is Disposition.STOP:
                 return False
@@ -551,7 +591,11 @@ class TickCacheManager:
         ``CacheAlreadyConfiguredError`` and that other run is left alone.
         """
         self._start_run(
-            {}, tick.timestamp, run_id=self.run_id, strategy_id=self.strategy_id, backtest_mode=self.backtest_mode
+            {},
+            tick.timestamp,
+            run_id=self.run_id,
+            strategy_id=self.strategy_id,
+            backtest_mode=self.backtest_mode,
         )
         try:
             return self._dispatch(TICK_FLOW_START, tick, 0)
@@ -560,11 +604,15 @@ class TickCacheManager:
         finally:
             self._clear()
 
-    def on_session_end(self, hook: Callable[[SessionEnd], Iterable[Trade] | None], end: SessionEnd) -> list[Trade]:
+    def on_session_end(self, hook: SessionEndHook, end: SessionEnd) -> list[Trade]:
         """Call a strategy's session-end hook inside a run anchored at the session's end."""
         cache = self.cache
         cache.start_run(
-            {}, end.timestamp, run_id=self.run_id, strategy_id=self.strategy_id, backtest_mode=self.backtest_mode
+            {},
+            end.timestamp,
+            run_id=self.run_id,
+            strategy_id=self.strategy_id,
+            backtest_mode=self.backtest_mode,
         )
         try:
             trades = list(hook(end) or ())
@@ -691,7 +739,8 @@ class SmaOpportunityWorker:
         indicator = self._indicator
         fast, slow = indicator.fast_sma, indicator.slow_sma
         strength, confidence = signal_quality(fast, slow)  # type: ignore[arg-type]
-        signal = Signal(
+        signal = _trusted(
+            Signal,
             timestamp=tick.timestamp,
             symbol=tick.symbol,
             signal_type="ENTRY_LONG",
@@ -700,7 +749,7 @@ class SmaOpportunityWorker:
             detail={"fast_sma": fast, "slow_sma": slow},
         )
         self._cache.set_dto(SIGNALS_KEY, signal)
-        return DispositionEnvelope.publish(OPPORTUNITY_DETECTED, signal)
+        return _publish(OPPORTUNITY_DETECTED, signal)
 
 
 class SmaThreatWorker:
@@ -717,7 +766,8 @@ class SmaThreatWorker:
         indicator = self._indicator
         fast, slow = indicator.fast_sma, indicator.slow_sma
         _, severity = signal_quality(fast, slow)  # type: ignore[arg-type]
-        risk = Risk(
+        risk = _trusted(
+            Risk,
             timestamp=tick.timestamp,
             symbol=tick.symbol,
             risk_type="EXIT_LONG",
@@ -725,7 +775,7 @@ class SmaThreatWorker:
             detail={"fast_sma": fast, "slow_sma": slow},
         )
         self._cache.set_dto(THREATS_KEY, risk)
-        return DispositionEnvelope.publish(THREAT_DETECTED, risk)
+        return _publish(THREAT_DETECTED, risk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -821,7 +871,8 @@ class ExecutionWorker:
                 signal_strength=pending.signal_strength,
                 signal_confidence=pending.signal_confidence,
             )
-            fill = Fill(
+            fill = _trusted(
+                Fill,
                 timestamp=tick.timestamp,
                 symbol=tick.symbol,
                 side=Side.BUY,
@@ -830,14 +881,15 @@ class ExecutionWorker:
                 reason=pending.reason,
             )
             self._cache.set_dto(FILLS_KEY, fill)
-            return DispositionEnvelope.publish(ORDER_FILLED, fill)
+            return _publish(ORDER_FILLED, fill)
         if position is None:
             return CONTINUE  # flat: nothing to exit
         position.high = max(position.high, price)
         position.low = min(position.low, price)
         self._cache.set_dto(
             FILLS_KEY,
-            Fill(
+            _trusted(
+                Fill,
                 timestamp=tick.timestamp,
                 symbol=tick.symbol,
                 side=Side.SELL,
@@ -847,7 +899,7 @@ class ExecutionWorker:
             ),
         )
         trade = self._close(tick.symbol, tick.timestamp, price, "signal")
-        return DispositionEnvelope.publish(TRADE_CLOSED, trade)
+        return _publish(TRADE_CLOSED, trade)
 
     def on_session_end(self, end: SessionEnd) -> list[Trade]:
         """Drop any pending order; close an open position at the last bar's close."""
@@ -861,7 +913,8 @@ class ExecutionWorker:
         assert position is not None
         self._position = None
         entry = position.entry_price
-        return Trade(
+        return _trusted(
+            Trade,
             trade_id=make_trade_id(self.strategy_name, symbol, position.entry_date),
             symbol=symbol,
             entry_date=position.entry_date,
@@ -913,19 +966,23 @@ class PlanningWorker:
             if not threats:
                 return CONTINUE
             threat = threats[0]
-            directive = StrategyDirective(
+            directive = _trusted(
+                StrategyDirective,
                 timestamp=threat.timestamp,
                 symbol=threat.symbol,
                 action=DirectiveAction.EXIT_LONG,
                 quantity=broker.planned_position,
                 reason=threat.risk_type,
+                signal_strength="weak",
+                signal_confidence=threat.severity,
             )
         else:
             opportunities = cache.get_dtos(SIGNALS_KEY, Signal)
             if not opportunities or threats:
                 return CONTINUE
             best = max(opportunities, key=lambda s: s.confidence)  # first of the most confident
-            directive = StrategyDirective(
+            directive = _trusted(
+                StrategyDirective,
                 timestamp=best.timestamp,
                 symbol=best.symbol,
                 action=DirectiveAction.ENTER_LONG,
@@ -935,15 +992,12 @@ class PlanningWorker:
                 signal_confidence=best.confidence,
             )
         cache.set_dto(DIRECTIVES_KEY, directive)
-        return DispositionEnvelope.publish(STRATEGY_DIRECTIVE_READY, directive)
+        return _publish(STRATEGY_DIRECTIVE_READY, directive)
 
 
 # ----------------------------------------------------------------------------------------------
 # Strategies
 # ----------------------------------------------------------------------------------------------
-
-SessionEndHook = Callable[[SessionEnd], "Iterable[Trade] | None"]
-
 
 class StrategyWiring(NamedTuple):
     """What ``Strategy.build`` returns: the wiring map and an optional session-end hook."""
@@ -968,7 +1022,7 @@ class Strategy:
     name: str
     build: Callable[[IStrategyCache], StrategyWiring | tuple[Wiring, SessionEndHook | None]]
     description: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _STRATEGY_NAME_RE.match(self.name):
@@ -1006,7 +1060,9 @@ def standard_wiring(
     :class:`Signal` under ``"signals"`` / :class:`Risk` under ``"threat_signals"`` and publish
     the matching event.
     """
-    broker = ExecutionWorker(cache, strategy_name=strategy_name, quantity=quantity, broker_account=broker_account)
+    broker = ExecutionWorker(
+        cache, strategy_name=strategy_name, quantity=quantity, broker_account=broker_account
+    )
     planner = PlanningWorker(cache, broker)
     wiring: dict[str, list[Worker | Handler]] = {
         TICK_FLOW_START: [broker.on_tick, *threat, *opportunity],
@@ -1179,9 +1235,13 @@ def _to_tick(bar: BarInput, symbol: str, validate: bool) -> RawTick:
         return bar
     if isinstance(bar, Sequence) and not isinstance(bar, str):
         if len(bar) != 6:
-            raise ValueError(f"a bar tuple is (timestamp, open, high, low, close, volume), got {len(bar)} items")
+            raise ValueError(
+                f"a bar tuple is (timestamp, open, high, low, close, volume), got {len(bar)} items"
+            )
         ts, o, h, lo, c, v = bar
         if validate:
             return RawTick(symbol=symbol, timestamp=ts, open=o, high=h, low=lo, close=c, volume=v)
         return _trusted_tick(symbol, _as_utc(ts), o, h, lo, c, v)
-    raise TypeError(f"a bar must be a RawTick or a (timestamp, o, h, l, c, v) tuple, got {type(bar).__name__}")
+    raise TypeError(
+        f"a bar must be a RawTick or a (timestamp, o, h, l, c, v) tuple, got {type(bar).__name__}"
+    )

@@ -30,8 +30,8 @@ def reference_trades(bars, *, fast=10, slow=30, quantity=100.0, strategy="sma_cr
             "exit_date": ts, "exit_price": price, "exit_reason": reason,
             "realized_pnl": (price - e) * quantity, "realized_pnl_pct": (price / e - 1) * 100,
             "holding_period_hours": (ts - pos["entry_date"]).total_seconds() / 3600,
-            "strategy_name": strategy, "signal_strength": pos["strength"], "signal_confidence": pos["confidence"],
-            "broker_account": "backtest",
+            "strategy_name": strategy, "signal_strength": pos["strength"],
+            "signal_confidence": pos["confidence"], "broker_account": "backtest",
             "max_profit_pct": (pos["hi"] / e - 1) * 100, "max_drawdown_pct": (pos["lo"] / e - 1) * 100,
         })
 

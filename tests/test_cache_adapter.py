@@ -31,7 +31,9 @@ DAILY = pd.DataFrame(
         "close": [101.0, 101.5, 102.0, 102.5, 103.5],
         "volume": [1_000_000, 1_200_000, 900_000, 950_000, 1_100_000],
     },
-    index=pd.DatetimeIndex(["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08"], name="date"),
+    index=pd.DatetimeIndex(
+        ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08"], name="date"
+    ),
 )
 
 # Hourly bars around the New York day 2024-01-02 (EST = UTC-5).
@@ -82,7 +84,7 @@ def test_set_keeps_only_the_range_and_get_round_trips(tmp_path):
     db = tmp_path / "a.db"
     assert set_market_data("spy", "2024-01-03", "2024-01-05", "alpaca", DAILY, db_path=db) == 3
     df = get_market_data("SPY", "2024-01-01", "2024-01-31", source="alpaca", db_path=db)
-    assert list(df.index) == [pd.Timestamp("2024-01-03"), pd.Timestamp("2024-01-04"), pd.Timestamp("2024-01-05")]
+    assert list(df.index) == [pd.Timestamp(d) for d in ("2024-01-03", "2024-01-04", "2024-01-05")]
     assert df["close"].tolist() == [101.5, 102.0, 102.5]
     assert df["volume"].tolist() == [1_200_000.0, 900_000.0, 950_000.0]
     assert total_bars(db) == 3
@@ -103,9 +105,8 @@ def test_any_source_takes_each_bar_from_the_best_source(tmp_path):
     for source in ("any", "ANY", None):
         df = get_market_data("SPY", "2024-01-02", "2024-01-08", source=source, db_path=db)
         assert df["close"].tolist() == [101.0, 101.5, 1.0, 1.0, 1.0], source
-    assert get_market_data("SPY", "2024-01-02", "2024-01-08", source="demo", db_path=db)["close"].tolist() == [
-        1.0, 1.0, 1.0, 1.0, 1.0,
-    ]
+    demo_only = get_market_data("SPY", "2024-01-02", "2024-01-08", source="demo", db_path=db)
+    assert demo_only["close"].tolist() == [1.0, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_folded_timeframe_source_is_split_and_intraday_range_is_whole_new_york_days(tmp_path):
@@ -116,7 +117,8 @@ def test_folded_timeframe_source_is_split_and_intraday_range_is_whole_new_york_d
         pd.Timestamp("2024-01-02 20:00", tz="UTC"),
         pd.Timestamp("2024-01-03 04:30", tz="UTC"),
     ]
-    for kwargs in ({"source": "alpaca", "timeframe": "1Hour"}, {"source": "alpaca_1Hour"}, {"timeframe": "1Hour"}):
+    ways = ({"source": "alpaca", "timeframe": "1Hour"}, {"source": "alpaca_1Hour"}, {"timeframe": "1Hour"})
+    for kwargs in ways:
         df = get_market_data("QQQ", "2024-01-01", "2024-01-05", db_path=db, **kwargs)
         assert list(df.index) == expected_times, kwargs
         assert df["close"].tolist() == [10.2, 11.2, 12.2]
@@ -176,7 +178,8 @@ def test_default_cache_follows_the_environment(tmp_path, monkeypatch):
 
 SPY_FILE = "SPY_2024-01-02_2024-01-04_alpaca.json"
 SPY_PAYLOAD = {
-    "metadata": {"symbol": "SPY", "source": "alpaca", "timeframe": "1Day", "cached_at": "2024-01-05T01:00:00"},
+    "metadata": {"symbol": "SPY", "source": "alpaca", "timeframe": "1Day",
+                 "cached_at": "2024-01-05T01:00:00"},
     "data": [
         {"date": "2024-01-02", "open": 472.2, "high": 473.7, "low": 470.5, "close": 472.7, "volume": 123_000},
         {"date": "2024-01-03", "open": 470.4, "high": 471.2, "low": 468.2, "close": 468.8, "volume": 103_000},
@@ -231,9 +234,8 @@ def assert_report(report, dry_run: bool) -> None:
     assert all(r.rows == 0 for r in report.failed)
     assert report.rows_imported == 5
     as_dict = report.to_dict()
-    assert (as_dict["files_seen"], as_dict["files_imported"], as_dict["files_failed"], as_dict["rows_imported"]) == (
-        4, 2, 2, 5,
-    )
+    counts = ("files_seen", "files_imported", "files_failed", "rows_imported")
+    assert [as_dict[k] for k in counts] == [4, 2, 2, 5]
 
 
 def test_migrate_imports_good_files_and_lists_bad_ones(cache, legacy_dir):
@@ -244,7 +246,7 @@ def test_migrate_imports_good_files_and_lists_bad_ones(cache, legacy_dir):
     assert spy["close"].tolist() == [472.7, 468.8, 467.3]
     assert spy["volume"].tolist() == [123_000.0, 103_000.0, 84_000.0]
     qqq = cache.get("QQQ", "2024-01-02", "2024-01-02", source="alpaca", timeframe="1Hour")
-    assert list(qqq.index) == [pd.Timestamp("2024-01-02 15:00", tz="UTC"), pd.Timestamp("2024-01-02 16:00", tz="UTC")]
+    assert list(qqq.index) == [pd.Timestamp(t, tz="UTC") for t in ("2024-01-02 15:00", "2024-01-02 16:00")]
     assert qqq["close"].tolist() == [402.5, 403.5]
     # Nothing of the refused files, not even MSFT's two valid bars.
     assert cache.get("MSFT", "2024-01-01", "2024-01-31") is None
@@ -292,7 +294,8 @@ def _bar(day: str, **changes) -> dict:
         ("SPY_2024-01-02_2024-01-03_alpaca.json",
          json.dumps({"data": [_bar("2024-01-02"), {"date": "2024-01-03", "open": 10.0, "close": 10.0}]}),
          "bar 1 is missing field(s) high, low, volume"),
-        ("SPY_2024-01-02_2024-01-02_alpaca.json", json.dumps({"metadata": {"symbol": "QQQ"}, "data": [_bar("2024-01-02")]}),
+        ("SPY_2024-01-02_2024-01-02_alpaca.json",
+         json.dumps({"metadata": {"symbol": "QQQ"}, "data": [_bar("2024-01-02")]}),
          "symbol mismatch: the file name says SPY, the metadata says QQQ"),
         # Python's json reads the NaN literal the old cache wrote for a missing price.
         ("SPY_2024-01-02_2024-01-03_alpaca.json",

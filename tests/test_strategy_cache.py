@@ -247,7 +247,8 @@ def test_start_run_passes_phase4_fields_through(cache: StrategyCache) -> None:
     cache.start_run({}, T0, run_id="replay-42", strategy_id="sma_crossover", backtest_mode=True)
     anchor = cache.get_run_anchor()
     assert (anchor.run_id, anchor.strategy_id, anchor.backtest_mode) == ("replay-42", "sma_crossover", True)
-    assert anchor == RunAnchor(timestamp=T0, run_id="replay-42", strategy_id="sma_crossover", backtest_mode=True)
+    expected = RunAnchor(timestamp=T0, run_id="replay-42", strategy_id="sma_crossover", backtest_mode=True)
+    assert anchor == expected
     assert anchor.model_dump()["backtest_mode"] is True
 
 
@@ -271,7 +272,9 @@ def test_start_run_defaults_for_phase4_fields(cache: StrategyCache) -> None:
         (([], T0), {}),
     ],
 )
-def test_start_run_type_errors_leave_cache_unconfigured(cache: StrategyCache, args: tuple, kwargs: dict) -> None:
+def test_start_run_type_errors_leave_cache_unconfigured(
+    cache: StrategyCache, args: tuple, kwargs: dict
+) -> None:
     with pytest.raises(TypeError):
         cache.start_run(*args, **kwargs)
     assert not cache.is_active

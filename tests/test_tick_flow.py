@@ -31,7 +31,6 @@ from cachelib.tick_flow import (
     EventBus,
     Fill,
     RawTick,
-    Risk,
     Signal,
     SmaCrossIndicator,
     Strategy,
@@ -47,7 +46,6 @@ from cachelib.tick_flow import (
     run_session,
     signal_quality,
     sma_crossover,
-    standard_wiring,
 )
 
 try:
@@ -132,7 +130,9 @@ def test_publish_envelope_requires_an_event_name() -> None:
     assert envelope.disposition is Disposition.PUBLISH and isinstance(envelope.payload, Signal)
 
 
-@pytest.mark.parametrize("name", ["opportunity_detected", "Tick_Flow", "TICK-FLOW", "_TICK", "TICK__FLOW", "", "1TICK"])
+@pytest.mark.parametrize(
+    "name", ["opportunity_detected", "Tick_Flow", "TICK-FLOW", "_TICK", "TICK__FLOW", "", "1TICK"]
+)
 def test_event_names_must_be_upper_snake_case(name: str) -> None:
     with pytest.raises(ValidationError, match="UPPER_SNAKE_CASE"):
         DispositionEnvelope.publish(name)
@@ -410,7 +410,8 @@ def test_parallel_sessions_in_threads_equal_sequential() -> None:
         return run_session(d, None, "X", validate=False)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        parallel = list(pool.map(replay, days[:4])) + list(pool.map(lambda d: run_session(d, None, "X"), days[4:]))
+        parallel = list(pool.map(replay, days[:4]))
+        parallel += pool.map(lambda d: run_session(d, None, "X"), days[4:])  # validated ticks
     assert parallel == sequential
     assert sum(map(len, sequential)) > 12
 
@@ -577,7 +578,8 @@ def test_strategy_registry() -> None:
 
 def test_strategy_build_result_is_checked() -> None:
     with pytest.raises(WiringError):
-        run_session(hand_bars(), Strategy("bad", lambda cache: {"TICK_FLOW_START": []}), "AAPL")  # type: ignore
+        not_a_pair = Strategy("bad", lambda cache: {"TICK_FLOW_START": []})  # type: ignore
+        run_session(hand_bars(), not_a_pair, "AAPL")
     with pytest.raises(WiringError):
         run_session(hand_bars(), Strategy("bad", lambda cache: ({}, 42)), "AAPL")  # type: ignore
     wiring = sma_crossover().build(StrategyCache())
@@ -630,7 +632,8 @@ def _readme_block() -> str | None:
     readme = Path(__file__).resolve().parents[1] / "README.md"
     if not readme.exists():
         return None
-    match = re.search(r"```python\n(\nfrom cachelib\.tick_flow import \(CONTINUE.*?)```", readme.read_text(), re.S)
+    pattern = r"```python\n(\nfrom cachelib\.tick_flow import \(CONTINUE.*?)```"
+    match = re.search(pattern, readme.read_text(), re.S)
     return match.group(1) if match else None
 
 
@@ -638,16 +641,18 @@ def test_readme_custom_strategy_example() -> None:
     block = _readme_block()
     if block is not None:
         assert block.strip() == README_EXAMPLE.strip(), "README example and test copy differ"
-    # closes 10 11 12 13 -> signal on bar 3 -> buy bar 4's open; bar 6 closes below its open -> sell bar 7's open
-    rows = [(10, 10), (10, 11), (11, 12), (12, 13), (13.1, 13.5), (13.5, 14), (14, 13.2), (13.3, 13.6), (13.6, 13.9)]
+    # closes 10 11 12 13 -> signal on bar 3 -> buy bar 4's open;
+    # bar 6 closes below its open -> sell at bar 7's open
+    rows = [(10, 10), (10, 11), (11, 12), (12, 13), (13.1, 13.5), (13.5, 14), (14, 13.2), (13.3, 13.6),
+            (13.6, 13.9)]
     bars = [(minute(i), o, max(o, c), min(o, c), c, 500.0) for i, (o, c) in enumerate(rows)]
     namespace: dict = {"bars": bars}
     try:
         exec(compile(README_EXAMPLE, "README example", "exec"), namespace)
         trades = namespace["trades"]
-        assert [(t.entry_date, t.entry_price, t.exit_date, t.exit_price, t.exit_reason, t.quantity) for t in trades] == [
-            (minute(4), 13.1, minute(7), 13.3, "signal", 50.0),
-        ]
+        got = [(t.entry_date, t.entry_price, t.exit_date, t.exit_price, t.exit_reason, t.quantity)
+               for t in trades]
+        assert got == [(minute(4), 13.1, minute(7), 13.3, "signal", 50.0)]
         assert trades[0].trade_id == "three_up:AAPL:2024-03-15T13:34:00+00:00"
         assert get_strategy("three_up").name == "three_up"
     finally:

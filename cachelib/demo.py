@@ -1101,8 +1101,8 @@ class DemoSource:
         iv_level = sym.iv_base * math.exp(0.08 * float(day_rng.standard_normal()))
 
         nk = len(strikes)
-        frames = []
-        for exp, monthly in expirations:
+        parts = []
+        for exp, monthly in expirations:  # sorted by date
             T = max((_to_ns(mh.session_bounds(exp)[1]) - snap_ns) / (365.0 * _NS_DAY), 1e-6)
             K = np.concatenate([strikes, strikes])
             kinds = np.array(["call"] * nk + ["put"] * nk)
@@ -1122,53 +1122,42 @@ class DemoSource:
             u_last = rng_day.random(2 * nk)
             z_vol = rng_day.standard_normal(2 * nk)
             peak = np.exp(-(m**2) / (2 * 0.07**2)) + 0.02
-            oi = np.rint(sym.adv / 1500.0 * (3.0 if monthly else 1.0) * peak * (0.3 + 1.4 * u_oi))
-            oi = oi * (1.0 + 0.5 * np.exp(-T * 52.0))
+            oi = np.rint(sym.adv / 1500.0 * (3.0 if monthly else 1.0) * (1.0 + 0.5 * math.exp(-T * 52.0))
+                         * peak * (0.3 + 1.4 * u_oi))
             volume = np.rint(oi * 0.2 * elapsed * np.exp(0.6 * z_vol - 0.18))
             last = np.clip(np.round(bid + (ask - bid) * u_last, 2), np.maximum(bid, 0.01), ask)
             delta = np.where(kinds == "call", np.clip(g["delta"], 1e-6, 1 - 1e-6),
                              np.clip(g["delta"], -1 + 1e-6, -1e-6))
-            frames.append({
-                "contract_symbol": [occ_symbol(symbol, exp, t, k) for t, k in zip(kinds, K)],
-                "strike": K,
-                "option_type": kinds,
-                "expiration": [exp] * (2 * nk),
-                "bid": bid,
-                "ask": ask,
-                "last": last,
-                "volume": volume.astype("int64"),
-                "open_interest": oi.astype("int64"),
-                "implied_volatility": iv,
-                "delta": delta,
-                "gamma": g["gamma"],
-                "theta": g["theta"],
-                "vega": g["vega"],
-                "rho": g["rho"],
+            order = np.lexsort((kinds == "put", K))  # by strike, call before put
+            expiration = np.empty(2 * nk, dtype=object)
+            expiration[:] = [exp] * (2 * nk)
+            parts.append({
+                "contract_symbol": [occ_symbol(symbol, exp, kinds[i], K[i]) for i in order],
+                "strike": K[order],
+                "option_type": kinds[order].tolist(),
+                "expiration": expiration,
+                "bid": bid[order],
+                "ask": ask[order],
+                "last": last[order],
+                "volume": volume[order].astype("int64"),
+                "open_interest": oi[order].astype("int64"),
+                "implied_volatility": iv[order],
+                "delta": delta[order],
+                "gamma": g["gamma"][order],
+                "theta": g["theta"][order],
+                "vega": g["vega"][order],
+                "rho": g["rho"][order],
             })
         data: dict[str, Any] = {}
-        for c in OPTION_COLUMNS:
-            if c == "underlying_price":
-                continue
-            if c == "snapshot_time":
-                continue
-            values = [v for f in frames for v in f[c]] if c in ("contract_symbol", "expiration") else None
-            if c == "expiration":
-                col = np.empty(len(values), dtype=object)
-                col[:] = values
-                data[c] = col
-            elif c == "contract_symbol":
-                data[c] = pd.array(values, dtype="str")
-            elif c == "option_type":
-                data[c] = pd.array(np.concatenate([f[c] for f in frames]).tolist(), dtype="str")
+        for c in OPTION_COLUMNS[:-2]:
+            if c in ("contract_symbol", "option_type"):
+                data[c] = pd.array([v for part in parts for v in part[c]], dtype="str")
             else:
-                data[c] = np.concatenate([f[c] for f in frames])
+                data[c] = np.concatenate([part[c] for part in parts])
         n = len(data["strike"])
         data["underlying_price"] = np.full(n, S)
         data["snapshot_time"] = pd.DatetimeIndex(np.full(n, snap_ns).view("M8[ns]")).tz_localize("UTC")
-        frame = pd.DataFrame(data, columns=list(OPTION_COLUMNS))
-        order = np.lexsort((frame["option_type"].to_numpy() == "put", frame["strike"].to_numpy(),
-                            np.array([e.toordinal() for e in frame["expiration"]])))
-        return frame.iloc[order].reset_index(drop=True)
+        return pd.DataFrame(data, columns=list(OPTION_COLUMNS))
 
     @staticmethod
     def _expirations(snap_day: date) -> list[tuple[date, bool]]:

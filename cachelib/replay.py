@@ -22,6 +22,7 @@ ReplaySummary(strategy='sma_crossover', sessions=21, trades=..., ...)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -94,26 +95,23 @@ def session_bars(
     With ``start``/``end`` only bars with ``start <= timestamp < end`` are kept. Values are
     plain Python floats and ``datetime``s in UTC, ready for the tick flow's trusted path.
     """
-    index = frame.index
     if start is not None or end is not None:
-        mask = True
-        if start is not None:
-            mask = index >= start
-        if end is not None:
-            mask = mask & (index < end)
-        frame = frame[mask]
-        index = frame.index
-    stamps = [ts if ts.tzinfo is _UTC else ts.astimezone(_UTC) for ts in index.to_pydatetime()]
-    volume = frame["volume"].fillna(0.0).astype(float).tolist()
-    return zip(
-        stamps,
-        frame["open"].astype(float).tolist(),
-        frame["high"].astype(float).tolist(),
-        frame["low"].astype(float).tolist(),
-        frame["close"].astype(float).tolist(),
-        volume,
-        strict=True,
-    )
+        frame = _between(frame, start, end)
+    stamps = [ts if ts.tzinfo is _UTC else ts.astimezone(_UTC) for ts in frame.index.to_pydatetime()]
+
+    def column(name: str) -> list[float]:
+        return frame[name].to_numpy(dtype=float).tolist()
+
+    volume = [0.0 if v != v else v for v in column("volume")]  # a missing volume counts as 0
+    return zip(stamps, column("open"), column("high"), column("low"), column("close"), volume, strict=True)
+
+
+def _between(frame: pd.DataFrame, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    """Rows with ``start <= timestamp < end`` of a frame sorted by its DatetimeIndex."""
+    index = frame.index
+    lo = 0 if start is None else index.searchsorted(start, side="left")
+    hi = len(index) if end is None else index.searchsorted(end, side="left")
+    return frame.iloc[lo:hi]
 
 
 def _session_frame(
@@ -126,7 +124,9 @@ def _session_frame(
         frame = cache.get(symbol, day, day, timeframe=timeframe)
         if frame is None or frame.empty:
             return None
-        inside = frame[(frame.index >= open_utc) & (frame.index < close_utc)]
+        if not frame.index.is_monotonic_increasing:
+            frame = frame.sort_index()
+        inside = _between(frame, open_utc, close_utc)
         return None if inside.empty else inside
 
     frame = read()
@@ -172,10 +172,13 @@ def _replay(
         run_id=f"{strategy.name}:{symbol}:{day.isoformat()}",
         backtest_mode=True,
     )
-    # Idempotent: drop whatever an earlier replay of this session archived, then upsert.
-    cache.delete_trades(symbol=symbol, start=day, end=day, strategy=strategy.name)
-    for trade in trades:
-        cache.archive_trade(trade)
+    # Idempotent: drop whatever an earlier replay of this session archived, then upsert; in one
+    # transaction where the store offers one, so a reader never sees a half-replayed session.
+    atomic = getattr(cache, "atomic", None)
+    with atomic() if atomic is not None else contextlib.nullcontext():
+        cache.delete_trades(symbol=symbol, start=day, end=day, strategy=strategy.name)
+        for trade in trades:
+            cache.archive_trade(trade)
     return trades, len(frame)
 
 

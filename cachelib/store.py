@@ -157,7 +157,7 @@ def _session_days_of_keys(keys: np.ndarray, intraday: bool) -> np.ndarray:
     if not intraday:
         return keys // _DAY
     idx = pd.DatetimeIndex(pd.to_datetime(keys, unit="s", utc=True)).tz_convert(NY).tz_localize(None)
-    return idx.normalize().as_unit("s").asi8 // _DAY
+    return idx.as_unit("s").asi8 // _DAY
 
 
 # ---------------------------------------------------------------------------

@@ -265,10 +265,12 @@ def _store_call(
     wanted_nums = np.array([(d - _EPOCH).days for d in days], dtype=np.int64)
     by_symbol: dict[str, pd.DataFrame] = {}
     if len(frame):
-        levels = frame.index.get_level_values("symbol").astype(str).str.upper()
-        for sym in symbols:
-            part = frame[np.asarray(levels == sym)]
-            by_symbol[sym] = part.droplevel("symbol") if isinstance(part.index, pd.MultiIndex) else part
+        # One pass over the symbol level, not one string comparison per symbol.
+        positions = frame.groupby(level="symbol", sort=False).indices
+        for name, pos in positions.items():
+            sym = str(name).upper()
+            if sym in symbols:
+                by_symbol[sym] = frame.iloc[pos].droplevel("symbol")
     tf = parse_timeframe(timeframe)
     for sym in symbols:
         bars = by_symbol.get(sym)

@@ -7,7 +7,7 @@ Walk-through of one tick (the default ``sma_crossover`` wiring)::
         TickCacheManager.on_raw_tick(tick)
           tick_cache = {}; cache.start_run(tick_cache, tick.timestamp)   RunAnchor = this tick
           bus.publish(TICK_FLOW_START, tick)          depth-first, registration order
-            ExecutionWorker.on_tick                   fill yesterday's order at this bar's open
+            ExecutionWorker.on_tick                   fill the previous bar's order at this open
               -> PUBLISH TRADE_CLOSED (after an exit fill) -> session's trade collector
             SmaThreatWorker      fast crosses below slow -> Risk   -> PUBLISH THREAT_DETECTED
               PlanningWorker                          decision matrix -> StrategyDirective
@@ -27,10 +27,13 @@ so no indicator state carries from one session into the next.
 Workers return :class:`DispositionEnvelope`: ``CONTINUE`` (nothing to say), ``PUBLISH`` an
 event onward with a payload, or ``STOP`` (halt the rest of this tick's flow).
 
-Speed: every tick builds a ``RawTick`` and a ``RunAnchor`` without a second validation pass
-(the data are either validated once at the source or by ``validate=True``), workers return
-the shared :data:`CONTINUE` envelope when nothing happens, and the SMA windows are fixed-size
-deques, so the cost per bar does not grow with the session.
+Speed (the benchmark is ``python -m bench.bench_replay``): every tick builds a ``RawTick`` and
+a ``RunAnchor`` without a second validation pass (bars are validated once, when they enter the
+store, or by ``run_session(validate=True)``); the DTOs the engine derives itself (signals,
+directives, fills, trades, envelopes) are built the same way, while user code gets the
+validating constructors; workers return the shared :data:`CONTINUE` envelope when nothing
+happens; and the SMA windows are fixed-size deques, so the cost per bar does not grow with
+the session.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ __all__ = [
     "Worker",
     "Handler",
     "Wiring",
+    "SessionEndHook",
     # engine
     "TickCacheManager",
     "TickFlowError",
@@ -131,12 +135,12 @@ THREATS_KEY = "threat_signals"
 DIRECTIVES_KEY = "directives"
 FILLS_KEY = "fills"
 
-_EVENT_NAME_RE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
-_STRATEGY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")  # always used with fullmatch
+_STRATEGY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 def _check_event_name(name: object) -> str:
-    if not isinstance(name, str) or not _EVENT_NAME_RE.match(name):
+    if not isinstance(name, str) or not _EVENT_NAME_RE.fullmatch(name):
         raise ValueError(f"event name must be UPPER_SNAKE_CASE (e.g. 'TICK_FLOW_START'), got {name!r}")
     return name
 
@@ -431,7 +435,10 @@ STOP = DispositionEnvelope(disposition=Disposition.STOP)
 
 def _publish(event_name: str, payload: BaseModel | None) -> DispositionEnvelope:
     """A PUBLISH envelope for one of the engine's own (constant, valid) event names."""
-    return _trusted(DispositionEnvelope, disposition=Disposition.PUBLISH, event_name=event_name, payload=payload)
+    return _trusted(
+        DispositionEnvelope, disposition=Disposition.PUBLISH, event_name=event_name, payload=payload
+    )
+
 
 # ----------------------------------------------------------------------------------------------
 # Event bus
@@ -1025,7 +1032,7 @@ class Strategy:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _STRATEGY_NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _STRATEGY_NAME_RE.fullmatch(self.name):
             raise ValueError(f"strategy name must match {_STRATEGY_NAME_RE.pattern}, got {self.name!r}")
         if not callable(self.build):
             raise TypeError("Strategy.build must be callable")

@@ -79,9 +79,10 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,11 +100,11 @@ from cachelib.bars import (
 from cachelib.clock import now_utc
 
 __all__ = [
+    "DEFAULT_SYMBOLS",
+    "DEMO_TIMEFRAMES",
+    "RISK_FREE_RATE",
     "DemoSource",
     "black_scholes",
-    "RISK_FREE_RATE",
-    "DEMO_TIMEFRAMES",
-    "DEFAULT_SYMBOLS",
 ]
 
 #: Constant risk-free rate (annual, continuously compounded) used for option prices.
@@ -146,7 +147,7 @@ _PHI = math.exp(-1.0 / (2 * _WEEKDAYS_PER_YEAR))  # AR(1) coefficient: ~2-year m
 _MAX_MIN = 390
 _NS_MIN = 60_000_000_000
 _NS_DAY = 86_400 * 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SUPPORTED = {(1, "Min"): 1, (5, "Min"): 5, (15, "Min"): 15, (30, "Min"): 30, (1, "Hour"): 60, (1, "Day"): 0}
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
 _PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -351,7 +352,7 @@ def _month_info(key: int) -> _Month:
         o, c = mh.session_bounds(d)
         opens.append(_to_ns(o))
         closes.append(_to_ns(c))
-        mids.append(_to_ns(datetime.combine(d, time(0), tzinfo=NY).astimezone(timezone.utc)))
+        mids.append(_to_ns(datetime.combine(d, time(0), tzinfo=NY).astimezone(UTC)))
         mins.append(min(_MAX_MIN, int((c - o).total_seconds() // 60)))
     info = _Month(
         key=key,
@@ -437,8 +438,10 @@ class _Symbol:
         self.vpm = adv / _MAX_MIN  # average shares per minute
         self.trade_size = 60.0 + 160.0 * u[4]
         self.iv_base = float(np.clip(vol * (0.95 + 0.25 * u[5]), 0.08, 1.5))
-        self.smile_a = 2.0 + 1.5 * u[6]
-        self.smile_skew = 0.08 + 0.17 * u[7]
+        # smile iv = base + a*m**2 - skew*m (m = ln K/S): a >= 10*skew keeps both wings above
+        # the at-the-money level beyond |m| ~ 0.1 while the put wing stays the steeper one
+        self.smile_a = 1.6 + 1.0 * u[6]
+        self.smile_skew = 0.05 + 0.10 * u[7]
         # The daily path, forward (weekday index 0, 1, 2, ...) and backward (0, -1, -2, ...):
         # the AR(1) state x, the log close and the close. Grown in whole blocks, so every value
         # is computed the same way whatever range was asked for first.
@@ -695,24 +698,29 @@ def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool
     log_c, close_c = sym.daily_close(cat["wd"])
     log_p, close_p = sym.daily_close(cat["prev"])
 
+    # Sessions shorter than 390 minutes (early closes, a few a year) get their own profile:
+    # simulated apart, one pass per length, and patched in below.
+    short: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    for n_min in np.unique(N[N != _MAX_MIN]):
+        rows = np.flatnonzero(N == n_min)
+        part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows],
+                              (close_c[rows], close_p[rows]), int(n_min))
+        short.append((rows, _daily_bars(part, N[rows]) if daily else part))
+
     parts = []
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
         cut = slice(lo, hi)
         cols = _simulate_rows(sym, words[cut], Z[cut], log_c[cut], log_p[cut],
                               (close_c[cut], close_p[cut]), _MAX_MIN)
-        n_sub = N[cut]
-        for n_min in np.unique(n_sub[n_sub != _MAX_MIN]):
-            rows = np.flatnonzero(n_sub == n_min) + lo
-            part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows],
-                                  (close_c[rows], close_p[rows]), int(n_min))
-            for c in BAR_COLUMNS:
-                cols[c][rows - lo] = part[c]
-        parts.append(_daily_bars(cols, n_sub) if daily else cols)
+        parts.append(_daily_bars(cols, N[cut]) if daily else cols)
     if len(parts) == 1:
         merged = parts[0]
     else:
         merged = {c: np.concatenate([p[c] for p in parts]) for c in BAR_COLUMNS}
+    for rows, part in short:
+        for c in BAR_COLUMNS:
+            merged[c][rows] = part[c]
     if daily:
         sim.day_bars = merged
     else:
@@ -866,16 +874,16 @@ class DemoSource:
             )
             if date_only:
                 day = to_date(value) + timedelta(days=1 if is_end else 0)
-                return _to_ns(datetime.combine(day, time(0), tzinfo=NY).astimezone(timezone.utc)) - (
+                return _to_ns(datetime.combine(day, time(0), tzinfo=NY).astimezone(UTC)) - (
                     1 if is_end else 0
                 )
             if isinstance(value, str):
                 try:
-                    value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                    value = datetime.fromisoformat(value.strip())
                 except ValueError:
                     raise ValueError(f"cannot read {value!r} as a date or time") from None
             if not isinstance(value, datetime):
-                raise ValueError(f"cannot read {value!r} as a date or time")
+                raise ValueError(f"cannot read {value!r} as a date or time")  # noqa: TRY004
             return _to_ns(now_utc(value))
 
         lo, hi = bound(start, False), bound(end, True)

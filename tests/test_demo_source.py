@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -22,7 +22,6 @@ from cachelib.demo import DemoSource, black_scholes
 from cachelib.market_hours import is_session
 
 NY = ZoneInfo("America/New_York")
-UTC = timezone.utc
 
 
 def utc(*args) -> pd.Timestamp:
@@ -479,14 +478,14 @@ def test_put_call_parity_and_pairs(chain):
 
 def test_volatility_smile(chain):
     spot = chain["underlying_price"].iloc[0]
-    for expiration, rows in chain[chain["option_type"] == "call"].groupby("expiration"):
-        def iv_near(target: float) -> float:
-            return rows.iloc[(rows["strike"] - target).abs().argmin()]["implied_volatility"]
+    def iv_near(rows: pd.DataFrame, target: float) -> float:
+        return rows.iloc[(rows["strike"] - target).abs().argmin()]["implied_volatility"]
 
-        atm = iv_near(spot)
-        assert iv_near(0.85 * spot) > atm, expiration
-        assert iv_near(1.15 * spot) > atm, expiration
-        assert iv_near(0.85 * spot) > iv_near(1.15 * spot)  # equity skew
+    for expiration, rows in chain[chain["option_type"] == "call"].groupby("expiration"):
+        atm = iv_near(rows, spot)
+        assert iv_near(rows, 0.85 * spot) > atm, expiration
+        assert iv_near(rows, 1.15 * spot) > atm, expiration
+        assert iv_near(rows, 0.85 * spot) > iv_near(rows, 1.15 * spot)  # equity skew
 
 
 def test_chain_is_deterministic_and_consistent_with_black_scholes(chain):

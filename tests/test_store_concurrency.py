@@ -456,11 +456,10 @@ def test_opening_a_file_another_connection_is_writing_waits_for_it(tmp_path):
 def test_a_rolled_back_series_is_not_remembered(tmp_path):
     cache = TradingCacheManager(tmp_path / "cache.db")
     day = pd.DatetimeIndex(["2024-01-02"], name="date")
-    with pytest.raises(RuntimeError):
-        with cache.atomic():
-            cache.set("AAA", pd.DataFrame({"close": [10.0]}, index=day), source="alpaca")
-            assert cache.get("AAA", "2024-01-02", "2024-01-02", source="alpaca") is not None
-            raise RuntimeError("abandon the batch")
+    with pytest.raises(RuntimeError), cache.atomic():
+        cache.set("AAA", pd.DataFrame({"close": [10.0]}, index=day), source="alpaca")
+        assert cache.get("AAA", "2024-01-02", "2024-01-02", source="alpaca") is not None
+        raise RuntimeError("abandon the batch")
     cache.set("BBB", pd.DataFrame({"close": [999.0]}, index=day), source="alpaca")
     try:
         assert cache.get("AAA", "2024-01-02", "2024-01-02", source="alpaca") is None

@@ -131,7 +131,8 @@ def test_publish_envelope_requires_an_event_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["opportunity_detected", "Tick_Flow", "TICK-FLOW", "_TICK", "TICK__FLOW", "", "1TICK"]
+    "name",
+    ["opportunity_detected", "Tick_Flow", "TICK-FLOW", "_TICK", "TICK__FLOW", "", "1TICK", "TICK\n"],
 )
 def test_event_names_must_be_upper_snake_case(name: str) -> None:
     with pytest.raises(ValidationError, match="UPPER_SNAKE_CASE"):
@@ -572,8 +573,9 @@ def test_strategy_registry() -> None:
         register_strategy(sma_crossover())
     with pytest.raises(TypeError):
         get_strategy(42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        Strategy("has:colon", lambda cache: ({}, None))
+    for bad_name in ("has:colon", "", "trailing\n"):
+        with pytest.raises(ValueError):
+            Strategy(bad_name, lambda cache: ({}, None))
 
 
 def test_strategy_build_result_is_checked() -> None:
@@ -632,15 +634,15 @@ def _readme_block() -> str | None:
     readme = Path(__file__).resolve().parents[1] / "README.md"
     if not readme.exists():
         return None
-    pattern = r"```python\n(\nfrom cachelib\.tick_flow import \(CONTINUE.*?)```"
+    pattern = r"```python\n(from cachelib\.tick_flow import \(CONTINUE.*?)```"
     match = re.search(pattern, readme.read_text(), re.S)
     return match.group(1) if match else None
 
 
 def test_readme_custom_strategy_example() -> None:
     block = _readme_block()
-    if block is not None:
-        assert block.strip() == README_EXAMPLE.strip(), "README example and test copy differ"
+    assert block is not None, "README.md lost its custom-strategy example"
+    assert block.strip() == README_EXAMPLE.strip(), "README example and test copy differ"
     # closes 10 11 12 13 -> signal on bar 3 -> buy bar 4's open;
     # bar 6 closes below its open -> sell at bar 7's open
     rows = [(10, 10), (10, 11), (11, 12), (12, 13), (13.1, 13.5), (13.5, 14), (14, 13.2), (13.3, 13.6),
@@ -657,3 +659,29 @@ def test_readme_custom_strategy_example() -> None:
         assert get_strategy("three_up").name == "three_up"
     finally:
         STRATEGIES.pop("three_up", None)
+
+
+def test_engine_built_dtos_equal_their_validated_copies() -> None:
+    """The flow builds its DTOs without a validation pass: each must be exactly what the
+    validating constructor would have produced from the same values."""
+    built: list[BaseModel] = []
+
+    def build(cache):
+        wiring, hook = sma_crossover().build(cache)
+
+        def keep(payload):
+            built.append(payload)
+            return CONTINUE
+
+        wired = {name: [*handlers, keep] for name, handlers in wiring.items()}
+        wired[TICK_FLOW_START] = list(wiring[TICK_FLOW_START])  # not the ticks themselves
+        return {**wired, "ORDER_FILLED": [keep], TRADE_CLOSED: [keep]}, hook
+
+    trades = run_session(load_bars_csv(GOLDEN), Strategy("keep", build), "SPY", validate=False)
+    built.extend(trades)
+    kinds = {type(dto).__name__ for dto in built}
+    assert kinds == {"Signal", "Risk", "StrategyDirective", "Fill", "Trade"}
+    for dto in built:
+        copy = type(dto).model_validate(dto.model_dump())
+        assert copy == dto and copy.model_dump() == dto.model_dump()
+        assert copy.model_fields_set == dto.model_fields_set

@@ -395,11 +395,37 @@ class TradingCacheManager:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             for name, value in SQLITE_SETTINGS.items():
-                conn.execute(f"PRAGMA {name} = {value}")
+                if name == "journal_mode":
+                    self._enable_wal(conn)
+                else:
+                    conn.execute(f"PRAGMA {name} = {value}")
+        except sqlite3.OperationalError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise DatabaseFileError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
+        # locked" at once (the busy handler is not consulted) while another process holds any
+        # lock on it - e.g. several processes opening the same new file. Retry within timeout.
+        deadline = time.monotonic() + max(self.timeout, 0.05)
+        delay = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -519,8 +545,11 @@ class TradingCacheManager:
         key = (asset_type, symbol, timeframe, source)
         sid = self._series_cache.get(key)
         if sid is None:
-            sid = _series_id(self.conn, *key, create=create)
-            if sid is not None and not create:
+            conn = self.conn
+            sid = _series_id(conn, *key, create=create)
+            # Remember only committed ids: a series created inside a transaction that is later
+            # rolled back would leave a stale id that SQLite hands to the next new series.
+            if sid is not None and not conn.in_transaction:
                 self._series_cache[key] = sid
         return sid
 

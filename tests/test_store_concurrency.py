@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cachelib.store import DatabaseFileError, TradingCacheManager
+from cachelib.store import TradingCacheManager
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_TS = 1_600_000_000  # 2020-09-13T12:26:40Z: old enough for the 10-year TTL
@@ -227,13 +227,13 @@ def bars(days):
         index=pd.DatetimeIndex(DAY0 + pd.to_timedelta(days, unit="D"), name="date"),
     )
 
-cache = TradingCacheManager(db)
 open(ready, "w").close()
 deadline = time.monotonic() + 60
 while not os.path.exists(go):
     if time.monotonic() > deadline:
         sys.exit("never got the go signal")
     time.sleep(0.001)
+cache = TradingCacheManager(db)  # all four open (and migrate) the fresh file at the same moment
 written = 0
 for j in range(200):
     m = j // 2
@@ -253,8 +253,7 @@ print(json.dumps({"writer": w, "written": written}))
 
 @pytest.mark.slow
 def test_processes_upsert_one_file_concurrently(tmp_path):
-    path = tmp_path / "cache.db"
-    TradingCacheManager(path).close()  # create the schema first: the workers only upsert
+    path = tmp_path / "cache.db"  # does not exist yet
     go = tmp_path / "go"
     procs: list[subprocess.Popen] = []
     try:
@@ -357,8 +356,8 @@ def _prepare_kill_db(path: Path) -> list[tuple]:
 
 
 def _kill_during_write(tmp: Path, mode: str) -> dict:
-    """Start a child writing N_KILL bars; once it holds the write lock, SIGKILL it — at once
-    (``early``) or as soon as its uncommitted pages reach the WAL (``wal``)."""
+    """Start a child writing N_KILL bars; once it holds the write lock, SIGKILL it: at once
+    (``early``) or once 1 MiB of its uncommitted pages has reached the WAL (``wal``)."""
     tmp.mkdir()
     path, ready, done = tmp / "cache.db", tmp / "ready", tmp / "done"
     before = _prepare_kill_db(path)
@@ -375,8 +374,10 @@ def _kill_during_write(tmp: Path, mode: str) -> dict:
                  "the child's write transaction", poll=0.001)
         if proc.poll() is None:
             if mode == "wal":
+                # 1 MiB of frames (~250 pages) that no commit record covers yet: the cache has
+                # started spilling the transaction's pages into the WAL.
                 size0 = wal.stat().st_size if wal.exists() else 0
-                wait_for(lambda: (wal.exists() and wal.stat().st_size > size0) or proc.poll() is not None,
+                wait_for(lambda: (wal.exists() and wal.stat().st_size > size0 + 2**20) or proc.poll() is not None,
                          30, "the WAL to grow", poll=0.0005)
             else:
                 time.sleep(0.02)
@@ -425,16 +426,14 @@ def test_sigkill_during_a_large_set_leaves_all_or_nothing(tmp_path):
                for o in outcomes), outcomes
 
 
-# -- bugs found in store.py: strict xfails, so the fix turns them into failures to un-mark ----------
+# -- regressions: bugs found while writing these tests ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=DatabaseFileError, reason=(
-    "store bug: _connect() runs PRAGMA journal_mode=WAL, which SQLite answers 'database is locked' "
-    "at once (the busy handler is not used) while another connection holds a lock on a file not yet "
-    "in WAL mode; _connect() then raises DatabaseFileError('not a usable SQLite database'). Seen with "
-    "4 processes opening the same fresh files: 4 of 800 opens failed."
-))
 def test_opening_a_file_another_connection_is_writing_waits_for_it(tmp_path):
+    """``PRAGMA journal_mode=WAL`` on a file not yet in WAL mode answers "database is locked" at
+    once (no busy handler) while another connection holds a lock on it; opening used to raise
+    DatabaseFileError("not a usable SQLite database"). Seen with 4 processes opening the same
+    fresh files: 4 of 800 opens failed."""
     path = tmp_path / "fresh.db"
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # e.g. another worker creating the same cache right now
@@ -449,11 +448,10 @@ def test_opening_a_file_another_connection_is_writing_waits_for_it(tmp_path):
         holder.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "store bug: _series() caches a series_id read inside a transaction that is later rolled back; "
-    "SQLite reuses the id for the next new series, so the stale cache entry points at another symbol"
-))
 def test_a_rolled_back_series_is_not_remembered(tmp_path):
+    """A series id read inside a transaction that was then rolled back used to stay in the
+    manager's series cache; SQLite gave the id to the next new series (BBB), so get("AAA")
+    returned BBB's bars and set("AAA") overwrote them."""
     cache = TradingCacheManager(tmp_path / "cache.db")
     day = pd.DatetimeIndex(["2024-01-02"], name="date")
     with pytest.raises(RuntimeError), cache.atomic():

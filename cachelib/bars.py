@@ -42,6 +42,7 @@ __all__ = [
     "to_utc_datetime",
     "normalize_bars",
     "frame_from_rows",
+    "frame_from_columns",
     "empty_bars",
     "date_to_key",
     "key_to_date",
@@ -249,12 +250,18 @@ def frame_from_rows(rows: list[tuple], timeframe: str | Timeframe) -> pd.DataFra
     so it builds the frame from one float64 array with pandas' array-level constructors
     instead of the generic (and ~3x slower) ``DataFrame(dict)`` path.
     """
-    tf = parse_timeframe(timeframe)
     arr = np.array(rows, dtype=np.float64).reshape(len(rows), 8)  # NULL (None) -> NaN
-    nanos = arr[:, 0].astype(np.int64) * 1_000_000_000
-    counts = arr[:, 7]
+    return frame_from_columns(arr[:, 0].astype(np.int64), [arr[:, i] for i in range(1, 8)], timeframe)
+
+
+def frame_from_columns(keys: np.ndarray, columns: list[np.ndarray], timeframe: str | Timeframe) -> pd.DataFrame:
+    """The canonical frame from int64 bar keys and the seven bar columns as float64 arrays
+    (NaN = missing; ``trade_count`` becomes a nullable ``Int64`` column)."""
+    tf = parse_timeframe(timeframe)
+    nanos = np.asarray(keys, dtype=np.int64) * 1_000_000_000
+    counts = np.asarray(columns[6], dtype=np.float64)
     missing = np.isnan(counts)
-    arrays = [arr[:, i] for i in range(1, 7)]
+    arrays = [np.asarray(c, dtype=np.float64) for c in columns[:6]]
     arrays.append(IntegerArray(np.where(missing, 0, counts).astype(np.int64), missing))
     dtype = _UTC_NS if tf.is_intraday else _NAIVE_NS
     index = pd.DatetimeIndex._simple_new(
@@ -276,7 +283,7 @@ _COLUMN_INDEX = pd.Index(BAR_COLUMNS)
 _TIME_COLUMNS = ("timestamp", "date", "time", "datetime", "t")
 
 
-def _time_values(frame: pd.DataFrame) -> pd.Series:
+def _time_values(frame: pd.DataFrame, names: dict[str, object] | None = None) -> pd.Series:
     """Pull the bar times out of a frame: a DatetimeIndex (any name), a ``(symbol, timestamp)``
     MultiIndex as alpaca-py returns, or a ``date``/``timestamp`` column."""
     index = frame.index
@@ -288,9 +295,10 @@ def _time_values(frame: pd.DataFrame) -> pd.Series:
         raise ValueError("the frame's MultiIndex has no datetime level (expected (symbol, timestamp))")
     if isinstance(index, pd.DatetimeIndex):
         return pd.Series(index, index=range(len(frame)))
+    names = names if names is not None else {str(c).lower(): c for c in frame.columns}
     for name in _TIME_COLUMNS:
-        if name in frame.columns:
-            col = frame[name]
+        if name in names:
+            col = frame[names[name]]
             try:
                 if pd.api.types.is_datetime64_any_dtype(col):
                     parsed = col
@@ -336,17 +344,19 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
     tf = parse_timeframe(timeframe)
     if not isinstance(data, pd.DataFrame):
         raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    frame = data.rename(columns=lambda c: str(c).lower())
-    if "close" not in frame.columns:
+    # Column lookup by lower-cased name, without copying the frame.
+    names = {str(c).lower(): c for c in data.columns}
+    if "close" not in names:
         raise ValueError("data has no 'close' column")
-    if "trade_count" not in frame.columns and "transactions" in frame.columns:
-        frame = frame.rename(columns={"transactions": "trade_count"})
+    if "trade_count" not in names and "transactions" in names:
+        names["trade_count"] = names["transactions"]
+    frame = data
     n = len(frame)
-    keys = _keys_from_times(_time_values(frame), tf)
+    keys = _keys_from_times(_time_values(frame, names), tf)
 
     def numeric(name: str, default: float | None) -> np.ndarray:
-        if name in frame.columns:
-            col = frame[name]
+        if name in names:
+            col = frame[names[name]]
             if col.dtype.kind in "fiu":  # plain numpy numbers: no parsing needed
                 return col.to_numpy(dtype="float64")
             try:
@@ -356,9 +366,9 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
         return np.full(n, np.nan if default is None else default, dtype="float64")
 
     close = numeric("close", None)
-    open_ = numeric("open", None) if "open" in frame.columns else close.copy()
-    high = numeric("high", None) if "high" in frame.columns else np.maximum(open_, close)
-    low = numeric("low", None) if "low" in frame.columns else np.minimum(open_, close)
+    open_ = numeric("open", None) if "open" in names else close.copy()
+    high = numeric("high", None) if "high" in names else np.maximum(open_, close)
+    low = numeric("low", None) if "low" in names else np.minimum(open_, close)
     volume = numeric("volume", 0.0)
     vwap = numeric("vwap", None)
     trade_count = numeric("trade_count", None)
@@ -383,22 +393,18 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
         raise ValueError("some bars have 'high' below max(open, close)")
     if (low - tol > np.minimum(open_, close)).any():
         raise ValueError("some bars have 'low' above min(open, close)")
-    if n and len(np.unique(keys)) != n:
-        raise ValueError(f"duplicate bar times in one frame ({n - len(np.unique(keys))} duplicate(s))")
-
-    out = pd.DataFrame(
-        {
-            "key": keys,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": volume,
-            "vwap": vwap,
-            "trade_count": trade_count,
-        }
-    )
-    return out.sort_values("key", kind="stable").reset_index(drop=True)
+    order = None
+    if n > 1 and not (np.diff(keys) > 0).all():
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        repeated = int((np.diff(keys) == 0).sum())
+        if repeated:
+            raise ValueError(f"duplicate bar times in one frame ({repeated} duplicate(s))")
+    columns = {"key": keys, "open": open_, "high": high, "low": low, "close": close,
+               "volume": volume, "vwap": vwap, "trade_count": trade_count}
+    if order is not None:
+        columns = {k: (v if k == "key" else v[order]) for k, v in columns.items()}
+    return pd.DataFrame(columns)
 
 
 def finite_or_none(value: float) -> float | None:

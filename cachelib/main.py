@@ -1,0 +1,110 @@
+"""``python -m cachelib.main`` (``make run``): run the daily pipeline once and say what it did.
+
+It runs the Prefect flow ``daily_pipeline`` for the latest *finished* NYSE session (so there is
+always data: on a weekend, a holiday or before today's close that is an earlier session), on
+``source="auto"``: Alpaca when ``APCA_API_KEY_ID``/``APCA_API_SECRET_KEY`` are set, otherwise the
+offline demo source. No Prefect server needs to be running: Prefect starts a temporary local
+one for the run (about 10-15 s), unless ``PREFECT_API_URL`` points at a server.
+
+The first run backfills a year of daily bars and the session's minute bars into
+``.cache/trading_cache.db`` (or ``$TRADING_CACHE_DB``); later runs fetch only what is missing.
+
+This module is the one place in ``cachelib`` that touches Prefect, and only inside
+:func:`main`: the library itself never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+from typing import Any
+
+#: Set before Prefect is imported, unless the caller's environment says otherwise.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",  # a temporary local server when none is configured
+    "DO_NOT_TRACK": "1",  # no client telemetry (there may be no network)
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",  # hides "Error flushing events" noise at shutdown
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",  # run logs still reach the API/UI
+}
+
+
+def _prepare_environment() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cachelib.main", description=__doc__.splitlines()[0])
+    parser.add_argument("--day", type=date.fromisoformat, default=None,
+                        help="session to run (YYYY-MM-DD); default: the latest finished session")
+    parser.add_argument("--symbols", default=None,
+                        help="comma-separated symbols; default: $CACHELIB_SYMBOLS or SPY,QQQ,AAPL,MSFT,NVDA")
+    parser.add_argument("--db-path", default=None, help="database file; default: $TRADING_CACHE_DB or "
+                                                        ".cache/trading_cache.db")
+    return parser.parse_args(argv)
+
+
+def _money(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def format_summary(summary: dict[str, Any], seconds: float) -> str:
+    """The few lines a person reads after ``make run``."""
+    if summary["status"] != "completed":
+        return f"{summary['day']}: {summary.get('reason', summary['status'])} - nothing to do."
+    daily, minute, chains = summary["daily_bars"], summary["minute_bars"], summary["option_chains"]
+    replay, stats, after = summary["replay"], summary["trade_stats"], summary["cache_after"]
+    lines = [
+        f"Daily pipeline for {summary['day']} on the {summary['source']} source "
+        f"({len(summary['symbols'])} symbols: {', '.join(summary['symbols'])}) in {seconds:.1f} s",
+        f"  daily bars:    {daily['rows_written']:>7,} written ({daily['sessions_fetched']:,} symbol-sessions, "
+        f"{daily['requests_made']} request(s), {daily['rows_rejected']} rejected)",
+        f"  1-minute bars: {minute['rows_written']:>7,} written ({minute['requests_made']} request(s), "
+        f"{minute['rows_rejected']} rejected)",
+        f"  option chains: {chains['rows_written']:>7,} contracts ({len(chains['rows_per_underlying'])} snapshots)",
+    ]
+    if replay is None:
+        lines.append("  replay:        skipped - the session has not closed yet")
+    else:
+        lines.append(f"  replay:        {replay['trades']} trade(s) in {replay['sessions_replayed']} session(s), "
+                     f"P&L {_money(replay['total_pnl'])}")
+    lines += [
+        f"  all trades:    {stats['total_trades']} closed, win rate {stats['win_rate_pct']:.1f} %, "
+        f"P&L {_money(stats['total_pnl'])}, avg {_money(stats['avg_pnl'])}, "
+        f"profit factor {stats['profit_factor'] if stats['profit_factor'] is not None else 'n/a'}",
+        f"  cache now:     {after['bars']:,} bars of {after['symbols']} symbols, {after['option_rows']:,} option rows, "
+        f"{after['trades']} trades, {after['db_size_bytes'] / 1_048_576:.1f} MB",
+        f"  database:      {summary['db_path']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _prepare_environment()
+    t0 = time.perf_counter()
+
+    from cachelib.sources import alpaca_keys_configured
+    from flows import _common
+    from flows.daily_pipeline import daily_pipeline
+
+    day = args.day or _common.latest_finished_session(_common.now())
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    source = "Alpaca" if alpaca_keys_configured() else "the offline demo source (no Alpaca keys set)"
+    server = os.environ.get("PREFECT_API_URL") or "a temporary local Prefect server"
+    print(f"Running daily_pipeline for {day} on {source}, reporting to {server} ...", flush=True)
+
+    state = daily_pipeline(day=day, symbols=symbols, db_path=args.db_path, return_state=True)
+    if not state.is_completed():
+        print(f"daily_pipeline ended {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    print(format_summary(state.result(), time.perf_counter() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

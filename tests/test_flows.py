@@ -1,0 +1,562 @@
+"""The Prefect flows end to end: demo source and the loopback Alpaca stub, one test harness.
+
+Every flow runs for real (temporary Prefect API from ``prefect_harness``) against a ``tmp_path``
+database; assertions read the database, the returned summary and the artifacts from the API.
+The flows' clock (``flows._common.now``) is replaced where a test needs "now" to be a given
+instant; dates are explicit everywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import date, datetime, timezone
+
+import pytest
+
+from alpaca_stub import AlpacaStub, Fault, alpaca_env, make_daily_bars, make_option_snapshot
+from cachelib.sources import AuthenticationError, RateLimitError, SourceError, SourceUnavailableError
+
+UTC = timezone.utc
+# 2025-11-26 (Wednesday before Thanksgiving), a full session: 14:30Z-21:00Z.
+WED_NOON = datetime(2025, 11, 26, 17, 0, tzinfo=UTC)
+WED_AFTER_CLOSE = datetime(2025, 11, 26, 22, 0, tzinfo=UTC)
+SATURDAY = datetime(2025, 12, 27, 15, 0, tzinfo=UTC)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def run(flow, **params):
+    """Run ``flow``; return (state, result or exception)."""
+    state = flow(**params, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def artifacts_of(state) -> dict[str, list]:
+    """``{key: [artifacts]}`` created by the flow run of ``state``."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    out: dict[str, list] = {}
+    for artifact in found:
+        out.setdefault(artifact.key, []).append(artifact)
+    return out
+
+
+def count_rows(db, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Set the flows' clock: ``clock(datetime)``."""
+    from flows import _common
+
+    def set_clock(instant: datetime) -> None:
+        monkeypatch.setattr(_common, "now", lambda: instant)
+
+    return set_clock
+
+
+@pytest.fixture
+def source_calls(monkeypatch):
+    """Count every market-data source the tasks build."""
+    import tasks.market_data as md
+
+    calls: list[str] = []
+    real = md.get_source
+
+    def spy(name, **kwargs):
+        calls.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(md, "get_source", spy)
+    return calls
+
+
+@pytest.fixture
+def run_logs(caplog):
+    caplog.set_level(logging.INFO, logger="prefect")
+    return caplog
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    """A loopback Alpaca with keys in the env; no client-side limit, millisecond backoff."""
+    with AlpacaStub() as server:
+        alpaca_env(monkeypatch, server)
+        monkeypatch.setenv("CACHELIB_ALPACA_RATE_LIMIT", "0")
+        monkeypatch.setenv("CACHELIB_ALPACA_BACKOFF_BASE", "0.001")
+        monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "2")
+        yield server
+
+
+def seed_minute_bars(db, symbols, start, end) -> None:
+    """Minute bars straight through cachelib (set-up, not under test)."""
+    from cachelib.demo import DemoSource
+    from cachelib.store import TradingCacheManager
+    from cachelib.sync import sync_bars
+
+    with TradingCacheManager(db) as cache:
+        sync_bars(cache, DemoSource(), symbols, start, end, timeframe="1Min")
+
+
+# -- ingest_bars ---------------------------------------------------------------------------------
+
+
+def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(prefect_harness, tmp_path):
+    from cachelib.store import TradingCacheManager
+    from flows.ingest_bars import ingest_bars
+
+    db = tmp_path / "cache.db"
+    params = dict(symbols=["AAPL", "MSFT"], timeframe="1Day", start=date(2023, 12, 1), end=date(2024, 1, 31),
+                  source="demo", db_path=str(db))
+    state, summary = run(ingest_bars, **params)
+
+    assert state.is_completed()
+    # 2023-12: 20 sessions; 2024-01: 21 sessions -> 41 sessions x 2 symbols, one request per year.
+    assert summary["chunks"] == 2
+    assert summary["requests_made"] == 2
+    assert summary["rows_written"] == 82
+    assert summary["rows_rejected"] == 0
+    assert summary["per_symbol"]["AAPL"]["rows_written"] == 41
+    with TradingCacheManager(db) as cache:
+        assert len(cache.get("MSFT", "2023-12-01", "2024-01-31", source="demo")) == 41
+
+    keys = artifacts_of(state)
+    assert {"ingest-bars-1day-summary", "ingest-bars-1day-per-symbol", "ingest-bars-1day-rejections",
+            "ingest-bars-1day-progress"} <= set(keys)
+    assert keys["ingest-bars-1day-progress"][0].data == 100.0
+    per_symbol = keys["ingest-bars-1day-per-symbol"][0].data
+    assert "AAPL" in per_symbol and "41" in per_symbol
+
+    again, second = run(ingest_bars, **params)
+    assert again.is_completed()
+    assert (second["requests_made"], second["rows_written"]) == (0, 0)
+
+
+def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_path):
+    from flows.ingest_bars import ingest_bars
+
+    db = tmp_path / "cache.db"
+    state, summary = run(ingest_bars, symbols=["SPY"], timeframe="1Min", start=date(2024, 3, 27),
+                         end=date(2024, 4, 2), source="demo", db_path=str(db))
+    assert state.is_completed()
+    assert summary["chunks"] == 2  # Q1 and Q2
+    # 03-27, 03-28, 04-01, 04-02 (03-29 Good Friday closed): 4 x 390 regular-session minutes.
+    assert summary["rows_written"] == 1560
+    assert count_rows(db, "bars") == 1560
+
+
+def test_ingest_bars_default_window_skips_weekends_and_takes_the_finished_session(
+    prefect_harness, tmp_path, clock, source_calls, run_logs
+):
+    from cachelib.store import TradingCacheManager
+    from flows.ingest_bars import ingest_bars
+
+    db = tmp_path / "cache.db"
+    clock(SATURDAY)
+    state, summary = run(ingest_bars, symbols=["AAPL"], source="demo", db_path=str(db))
+    assert state.is_completed()
+    assert summary["status"] == "skipped"
+    assert summary["reason"] == "Market closed (Weekend)"
+    assert "Market closed (Weekend)" in run_logs.text
+    assert source_calls == [] and not db.exists()
+
+    clock(WED_AFTER_CLOSE)  # 17:00 ET: today's session has closed and settled
+    state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], source="demo", db_path=str(db))
+    assert (summary["start"], summary["end"]) == ("2025-11-26", "2025-11-26")
+    assert summary["rows_written"] == 2
+    with TradingCacheManager(db) as cache:
+        assert list(cache.get("AAPL", "2025-11-01", "2025-11-30").index.date) == [date(2025, 11, 26)]
+
+
+@pytest.mark.parametrize(
+    ("instant", "timeframe", "expected"),
+    [
+        (WED_NOON, "1Day", (date(2025, 11, 25), date(2025, 11, 25))),  # today not closed yet
+        (WED_AFTER_CLOSE, "1Day", (date(2025, 11, 26), date(2025, 11, 26))),
+        (WED_NOON, "1Min", (date(2025, 11, 26), date(2025, 11, 26))),
+        (datetime(2025, 11, 26, 21, 20, tzinfo=UTC), "1Min", (date(2025, 11, 26), date(2025, 11, 26))),
+        (datetime(2025, 11, 26, 21, 30, tzinfo=UTC), "1Min", "Market closed (After-hours)"),
+        (datetime(2025, 11, 26, 14, 0, tzinfo=UTC), "1Min", "Market closed (Pre-market, opens at 09:30 AM ET)"),
+        (datetime(2025, 11, 27, 15, 0, tzinfo=UTC), "1Day", "Market closed (Holiday)"),
+        (SATURDAY, "1Min", "Market closed (Weekend)"),
+    ],
+)
+def test_default_bars_window(instant, timeframe, expected):
+    from flows._common import default_bars_window
+
+    window = default_bars_window(timeframe, instant)
+    got = window.skip_reason if isinstance(expected, str) else (window.start, window.end)
+    assert got == expected
+
+
+def test_chunk_range_boundaries():
+    from flows._common import chunk_range
+
+    assert chunk_range(date(2024, 2, 10), date(2024, 11, 5), "1Min") == [
+        (date(2024, 2, 10), date(2024, 3, 31)),
+        (date(2024, 4, 1), date(2024, 6, 30)),
+        (date(2024, 7, 1), date(2024, 9, 30)),
+        (date(2024, 10, 1), date(2024, 11, 5)),
+    ]
+    assert chunk_range(date(2023, 12, 30), date(2024, 1, 2), "5Min") == [
+        (date(2023, 12, 30), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 1, 2))]
+    assert chunk_range(date(2022, 5, 1), date(2024, 2, 1), "1Day") == [
+        (date(2022, 5, 1), date(2022, 12, 31)), (date(2023, 1, 1), date(2023, 12, 31)),
+        (date(2024, 1, 1), date(2024, 2, 1))]
+    assert chunk_range(date(2024, 3, 5), date(2024, 3, 5), "1Day") == [(date(2024, 3, 5), date(2024, 3, 5))]
+
+
+# -- ingest_bars against the loopback Alpaca -----------------------------------------------------
+
+
+def _stub_feb_2024(stub: AlpacaStub, bad_bar: bool = False) -> None:
+    # 2024-02-01 .. 2024-02-14: ten sessions, no holiday.
+    for i, sym in enumerate(("AAPL", "MSFT")):
+        bars = make_daily_bars("2024-02-01", 10, price=100.0 + 50 * i)
+        if bad_bar and sym == "MSFT":
+            bars[3]["h"] = bars[3]["l"] - 1.0  # high below low: must be rejected, never stored
+        stub.add_bars(sym, bars)
+
+
+def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness, tmp_path, stub):
+    from flows.ingest_bars import ingest_bars
+
+    _stub_feb_2024(stub, bad_bar=True)
+    db = tmp_path / "cache.db"
+    params = dict(symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=str(db))
+    state, summary = run(ingest_bars, **params)
+
+    assert state.is_completed()
+    assert summary["source"] == "alpaca"
+    assert stub.count("/v2/stocks/bars") == 1  # both symbols, one page
+    assert stub.requests[0].params["symbols"] == "AAPL,MSFT"
+    assert summary["requests_made"] == 1
+    assert (summary["rows_fetched"], summary["rows_written"], summary["rows_rejected"]) == (20, 19, 1)
+    assert summary["per_symbol"]["MSFT"]["rows_rejected"] == 1
+    assert summary["rejections"][0]["symbol"] == "MSFT"
+    assert count_rows(db, "bars") == 19
+    rejections = artifacts_of(state)["ingest-bars-1day-rejections"][0].data
+    assert summary["rejections"][0]["reason"].split()[0] in rejections
+
+    again, second = run(ingest_bars, **params)
+    assert second["requests_made"] == 0
+    assert stub.count("/v2/stocks/bars") == 1  # gap-aware: nothing new asked for
+
+
+def test_ingest_bars_429_recovers_inside_the_source(prefect_harness, tmp_path, stub):
+    from flows.ingest_bars import ingest_bars
+
+    _stub_feb_2024(stub)
+    stub.add_faults("/v2/stocks/bars", Fault.http(429, retry_after=0))
+    state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14),
+                         db_path=str(tmp_path / "cache.db"))
+    assert state.is_completed()
+    assert stub.count("/v2/stocks/bars") == 2
+    assert summary["rows_written"] == 20
+
+
+def test_ingest_bars_persistent_429_is_retried_by_the_task(prefect_harness, tmp_path, stub, monkeypatch):
+    from flows.ingest_bars import ingest_bars
+    from tasks.market_data import fetch_and_store_bars
+
+    monkeypatch.setattr(fetch_and_store_bars, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "0")  # the source gives up at once
+    _stub_feb_2024(stub)
+    stub.add_faults("/v2/stocks/bars", Fault.http(429, retry_after=0), Fault.http(429, retry_after=0))
+    state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14),
+                         db_path=str(tmp_path / "cache.db"))
+    assert state.is_completed()
+    assert stub.count("/v2/stocks/bars") == 3  # two task attempts failed with 429, the third succeeded
+    assert summary["rows_written"] == 20
+
+
+def test_ingest_bars_401_fails_fast_without_retries(prefect_harness, tmp_path, stub, monkeypatch):
+    from flows.ingest_bars import ingest_bars
+    from tasks.market_data import fetch_and_store_bars
+
+    monkeypatch.setattr(fetch_and_store_bars, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    _stub_feb_2024(stub)
+    stub.set_persistent_fault("*", 401)
+    state, error = run(ingest_bars, symbols=["AAPL"], start=date(2024, 2, 1), end=date(2024, 2, 14),
+                       db_path=str(tmp_path / "cache.db"))
+    assert state.is_failed()
+    assert isinstance(error, AuthenticationError)
+    assert stub.count() == 1  # no HTTP retry in the source, no task retry in Prefect
+    assert count_rows(tmp_path / "cache.db", "bars") == 0
+
+
+# -- retry policy and source options (no flow run) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (AuthenticationError("bad keys", status_code=401), False),
+        (AuthenticationError("no keys"), False),
+        (RateLimitError("429", status_code=429), True),
+        (SourceUnavailableError("503", status_code=503), True),
+        (SourceError("HTTP 400", status_code=400), False),
+        (SourceError("truncated body"), True),
+        (sqlite3.OperationalError("database is locked"), True),
+        (ValueError("no symbols to sync"), False),
+        (ConnectionResetError(), True),
+    ],
+)
+def test_retry_condition(error, transient):
+    from prefect.states import Failed
+
+    from tasks.market_data import is_transient, retry_if_transient
+
+    assert is_transient(error) is transient
+    assert retry_if_transient(None, None, Failed(data=error)) is transient
+
+
+def test_source_options_from_environment(monkeypatch):
+    from tasks.market_data import shared_rate_limiter, source_options
+
+    assert source_options("demo") == {}
+    monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "1")
+    monkeypatch.setenv("CACHELIB_ALPACA_BACKOFF_BASE", "0.25")
+    monkeypatch.setenv("CACHELIB_ALPACA_RATE_LIMIT", "0")
+    options = source_options("alpaca")
+    assert (options["max_retries"], options["backoff_base"]) == (1, 0.25)
+    assert options["rate_limiter"] is shared_rate_limiter(0.0)  # one limiter per process
+    assert options["rate_limiter"].interval == 0.0
+    monkeypatch.delenv("CACHELIB_ALPACA_RATE_LIMIT")
+    assert source_options("auto")["rate_limiter"].max_per_minute == 200
+    monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "lots")
+    with pytest.raises(ValueError, match="CACHELIB_ALPACA_MAX_RETRIES"):
+        source_options("auto")
+
+
+def test_task_runner_choice(monkeypatch):
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows._common import choose_task_runner
+
+    monkeypatch.setenv("CACHELIB_TASK_WORKERS", "3")
+    runner = choose_task_runner()
+    assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
+    runner = choose_task_runner()
+    assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://127.0.0.1:8786"
+
+
+# -- ingest_option_chains ------------------------------------------------------------------------
+
+
+def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, tmp_path, clock, source_calls, run_logs):
+    from cachelib.store import TradingCacheManager
+    from flows.ingest_options import ingest_option_chains
+
+    db = tmp_path / "cache.db"
+    clock(SATURDAY)
+    state, summary = run(ingest_option_chains, underlyings=["AAPL"], source="demo", db_path=str(db))
+    assert summary["status"] == "skipped" and source_calls == []
+    assert "Market closed (Weekend)" in run_logs.text
+
+    clock(WED_AFTER_CLOSE)
+    state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=str(db))
+    assert state.is_completed()
+    assert source_calls == ["demo", "demo"]  # one task (one snapshot) per underlying
+    assert summary["requests_made"] == 2
+    assert set(summary["rows_per_underlying"]) == {"AAPL", "SPY"}
+    assert all(n > 0 for n in summary["rows_per_underlying"].values())
+    with TradingCacheManager(db) as cache:
+        stats = cache.get_options_stats()
+    assert stats["total_rows"] == summary["rows_written"]
+    assert stats["symbols"] == ["AAPL", "SPY"]
+    assert {"option-chains-summary", "option-chains-per-underlying"} <= set(artifacts_of(state))
+
+
+def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub):
+    from flows.ingest_options import ingest_option_chains
+
+    clock(WED_AFTER_CLOSE)
+    quote = "2025-11-26T20:59:59Z"
+    stub.add_option_snapshots("AAPL", {
+        "AAPL251219C00200000": make_option_snapshot(bid=5.0, ask=5.2, quote_time=quote),
+        "AAPL251219P00200000": make_option_snapshot(bid=3.0, ask=3.1, quote_time=quote),
+    })
+    stub.set_latest_trade("AAPL", 201.5)
+    state, summary = run(ingest_option_chains, underlyings=["AAPL"], db_path=str(tmp_path / "cache.db"))
+    assert state.is_completed()
+    assert summary["source"] == "alpaca"
+    assert summary["rows_per_underlying"] == {"AAPL": 2}
+    assert summary["trading_dates"] == {"AAPL": "2025-11-26"}
+    assert stub.count("/v1beta1/options/snapshots/AAPL") == 1
+    assert summary["requests_made"] == stub.count() == 2  # the chain and the underlying's last trade
+
+
+# -- cache_maintenance ---------------------------------------------------------------------------
+
+
+def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp_path):
+    from cachelib.demo import DemoSource
+    from cachelib.store import TradingCacheManager
+    from flows.maintenance import cache_maintenance
+
+    db = tmp_path / "cache.db"
+    bars = DemoSource().get_bars(["AAPL"], "2024-01-02", "2024-06-28", timeframe="1Day")
+    with TradingCacheManager(db) as cache:
+        assert cache.set("AAPL", bars, source="demo", ttl_hours=0) == 124  # expired at once
+        cache.set("MSFT", DemoSource().get_bars(["MSFT"], "2024-01-02", "2024-01-31"), source="demo")
+
+    state, summary = run(cache_maintenance, vacuum=True, db_path=str(db))
+    assert state.is_completed()
+    assert summary["rows_removed"] == 124
+    assert summary["bytes_reclaimed"] >= 0
+    assert (summary["before"]["cache"]["total_entries"], summary["after"]["cache"]["total_entries"]) == (145, 21)
+    assert count_rows(db, "bars") == 21
+    keys = artifacts_of(state)
+    assert {"cache-maintenance-summary", "cache-maintenance-stats"} <= set(keys)
+    assert "124" in keys["cache-maintenance-summary"][0].data
+
+
+# -- replay_days ---------------------------------------------------------------------------------
+
+
+def _trades(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT trade_id, entry_price, exit_price, quantity, realized_pnl FROM trade_history ORDER BY trade_id"
+        ).fetchall()
+
+
+def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harness, tmp_path):
+    from cachelib.replay import replay_days as cachelib_replay_days
+    from cachelib.store import TradingCacheManager
+    from flows.replay import replay_days
+
+    flow_db, ref_db = tmp_path / "flow.db", tmp_path / "ref.db"
+    for db in (flow_db, ref_db):
+        seed_minute_bars(db, ["AAPL", "MSFT"], "2024-03-13", "2024-03-15")
+
+    state, summary = run(replay_days, symbols=["AAPL", "MSFT", "NVDA"], start=date(2024, 3, 13),
+                         end=date(2024, 3, 15), db_path=str(flow_db))
+    assert state.is_completed()
+    with TradingCacheManager(ref_db) as cache:
+        reference = cachelib_replay_days(cache, ["AAPL", "MSFT"], "2024-03-13", "2024-03-15", max_workers=1)
+
+    assert _trades(flow_db) == _trades(ref_db)
+    assert summary["trades"] == reference.trades > 0
+    assert summary["total_pnl"] == pytest.approx(reference.total_pnl)
+    assert summary["sessions_replayed"] == 6 and summary["bars"] == 6 * 390
+    assert summary["missing"] == [{"symbol": "NVDA", "day": d} for d in ("2024-03-13", "2024-03-14", "2024-03-15")]
+    assert summary["trade_stats"]["total_trades"] == len(_trades(flow_db))
+    keys = artifacts_of(state)
+    assert {"replay-summary", "replay-trades-per-symbol", "replay-trade-stats"} <= set(keys)
+
+    again, second = run(replay_days, symbols=["AAPL", "MSFT"], start=date(2024, 3, 13), end=date(2024, 3, 15),
+                        db_path=str(flow_db))
+    assert _trades(flow_db) == _trades(ref_db)  # idempotent
+    assert second["trades"] == summary["trades"]
+
+
+def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harness, tmp_path):
+    from flows.replay import replay_days
+
+    db = tmp_path / "cache.db"
+    state, summary = run(replay_days, symbols=["AAPL"], start=date(2024, 3, 14), end=date(2024, 3, 15),
+                         db_path=str(db), source="demo")
+    assert state.is_completed()
+    assert summary["missing"] == []
+    assert summary["bars"] == count_rows(db, "bars") == 780
+    assert summary["trades"] == count_rows(db, "trade_history") > 0
+
+
+def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
+    from distributed import LocalCluster
+    from prefect_dask import DaskTaskRunner
+
+    from flows._common import choose_task_runner
+    from flows.replay import replay_days
+
+    dask_db, thread_db = tmp_path / "dask.db", tmp_path / "threads.db"
+    for db in (dask_db, thread_db):
+        seed_minute_bars(db, ["AAPL", "MSFT", "SPY"], "2024-03-14", "2024-03-15")
+
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        runner = choose_task_runner()
+        assert isinstance(runner, DaskTaskRunner)
+        state, on_dask = run(replay_days.with_options(task_runner=runner), symbols=["AAPL", "MSFT", "SPY"],
+                             start=date(2024, 3, 14), end=date(2024, 3, 15), db_path=str(dask_db))
+    assert state.is_completed()
+    _, on_threads = run(replay_days, symbols=["AAPL", "MSFT", "SPY"], start=date(2024, 3, 14),
+                        end=date(2024, 3, 15), db_path=str(thread_db))
+    assert on_dask["sessions_replayed"] == 6
+    assert on_dask["trades"] == on_threads["trades"] > 0
+    assert _trades(dask_db) == _trades(thread_db)
+
+
+# -- daily_pipeline ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("day", "message"), [(date(2025, 12, 25), "Market closed (Holiday)"),
+                                              (date(2025, 12, 27), "Market closed (Weekend)")])
+def test_daily_pipeline_skips_non_sessions(prefect_harness, tmp_path, source_calls, run_logs, day, message):
+    from flows.daily_pipeline import daily_pipeline
+
+    db = tmp_path / "cache.db"
+    state, summary = run(daily_pipeline, day=day, db_path=str(db))
+    assert state.is_completed()
+    assert summary == {"status": "skipped", "day": day.isoformat(), "reason": message}
+    assert message in [r.getMessage() for r in run_logs.records]
+    assert source_calls == []  # no source was even built
+    assert not db.exists()  # and the cache was never opened
+
+
+def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
+    from cachelib.store import TradingCacheManager
+    from flows.daily_pipeline import daily_pipeline
+
+    db = tmp_path / "cache.db"
+    state, summary = run(daily_pipeline, day=date(2025, 11, 28), symbols=["AAPL", "MSFT"], source="demo",
+                         db_path=str(db))
+    assert state.is_completed()
+    assert summary["status"] == "completed" and summary["session_finished"] is True
+    with TradingCacheManager(db) as cache:
+        for sym in ("AAPL", "MSFT"):
+            minutes = cache.get(sym, "2025-11-28", "2025-11-28", timeframe="1Min")
+            assert len(minutes) == 210  # 09:30-12:59 ET: the market closed at 13:00
+            daily = cache.get(sym, "2024-11-28", "2025-11-28", timeframe="1Day")
+            assert len(daily) == 250 and daily.index[-1].date() == date(2025, 11, 28)
+        history = cache.get_trade_history(start="2025-11-28", end="2025-11-28")
+        options = cache.get_options_stats()
+    assert summary["minute_bars"]["rows_written"] == 420
+    assert summary["replay"]["sessions_replayed"] == 2 and summary["replay"]["bars"] == 420
+    assert summary["replay"]["trades"] == len(history) > 0
+    assert summary["trade_stats"]["total_trades"] == len(history)
+    assert summary["option_chains"]["rows_written"] == options["total_rows"] > 0
+    assert summary["cache_after"]["bars"] == 2 * 250 + 420
+    keys = artifacts_of(state)
+    assert {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
+            "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
+            "replay-summary", "replay-trade-stats"} <= set(keys)
+    assert "2025-11-28" in keys["daily-pipeline-summary"][0].data
+
+
+def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_harness, tmp_path, clock, run_logs):
+    from flows.daily_pipeline import daily_pipeline
+
+    clock(WED_NOON)  # 12:00 ET on 2025-11-26; day defaults to today in New York
+    db = tmp_path / "cache.db"
+    state, summary = run(daily_pipeline, symbols=["SPY"], source="demo", db_path=str(db))
+    assert state.is_completed()
+    assert summary["day"] == "2025-11-26"
+    assert summary["session_finished"] is False and summary["replay"] is None
+    assert summary["minute_bars"]["rows_written"] > 0
+    assert "has not closed yet" in run_logs.text
+    assert count_rows(db, "trade_history") == 0

@@ -392,7 +392,7 @@ def _run(tmp: Path, n_symbols: int, first_year: int, last_year: int, n_queries: 
     cl_up, bl_up = [], []
     for k, day in enumerate(sessions[-3:]):
         ones = {s: frames[s].loc[[pd.Timestamp(day)]].copy() for s in symbols}
-        for s, f in ones.items():
+        for f in ones.values():
             f[["open", "high", "low", "close", "vwap"]] += 0.01 * (k + 1)
         base_ones = {s: baseline_frame(f, s, [day.isoformat()], SOURCE, now_iso, far_iso) for s, f in ones.items()}
         cl_up.append(timed(lambda ones=ones: [cache.set(s, ones[s], source=SOURCE) for s in symbols])[0])

@@ -46,12 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, ny_midnight_utc
+from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, ny_midnight_utc  # noqa: E402 (after the sys.path line)
 
-from cachelib.market_hours import sessions_in_range
-from cachelib.sources import AlpacaSource
-from cachelib.store import TradingCacheManager
-from cachelib.sync import sync_bars
+from cachelib.market_hours import sessions_in_range  # noqa: E402 (after the sys.path line)
+from cachelib.sources import AlpacaSource  # noqa: E402 (after the sys.path line)
+from cachelib.store import TradingCacheManager  # noqa: E402 (after the sys.path line)
+from cachelib.sync import sync_bars  # noqa: E402 (after the sys.path line)
 
 ALPACA_PAGE_ROWS = 10_000  # Alpaca's largest page for /v2/stocks/bars
 BARS_PATH = "/v2/stocks/bars"

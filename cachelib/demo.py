@@ -534,10 +534,12 @@ class _Sim:
         k = np.broadcast_to(kk, (n, _MAX_MIN))
         day = np.broadcast_to(np.arange(n, dtype="int64")[:, None], (n, _MAX_MIN))
         if self.full:
-            pick = (lambda a: a.reshape(-1))
+            def pick(a: np.ndarray) -> np.ndarray:
+                return a.reshape(-1)
         else:
             mask = kk[None, :] < self.minutes[:, None]
-            pick = (lambda a: a[mask])
+            def pick(a: np.ndarray, mask: np.ndarray = mask) -> np.ndarray:
+                return a[mask]
         c = self.cols
         cols = {name: np.divide(pick(c[name]), 100.0, dtype="float64") for name in _PRICE_COLUMNS}
         cols["volume"] = pick(c["volume"]).astype("float64")

@@ -58,9 +58,14 @@ def format_summary(summary: dict[str, Any], seconds: float) -> str:
         return f"{summary['day']}: {summary.get('reason', summary['status'])} - nothing to do."
     daily, minute, chains = summary["daily_bars"], summary["minute_bars"], summary["option_chains"]
     replay, stats, after = summary["replay"], summary["trade_stats"], summary["cache_after"]
+    from cachelib.market_hours import sessions_in_range
+
+    sessions = (len(sessions_in_range(after["first_day"], after["last_day"]))
+                if after["first_day"] and after["last_day"] else 0)
     lines = [
         f"Daily pipeline for {summary['day']} on the {summary['source']} source "
         f"({len(summary['symbols'])} symbols: {', '.join(summary['symbols'])}) in {seconds:.1f} s",
+        f"  sessions:      {sessions} cached, {after['first_day']} .. {after['last_day']}",
         f"  daily bars:    {daily['rows_written']:>7,} written ({daily['sessions_fetched']:,} symbol-sessions, "
         f"{daily['requests_made']} request(s), {daily['rows_rejected']} rejected)",
         f"  1-minute bars: {minute['rows_written']:>7,} written ({minute['requests_made']} request(s), "

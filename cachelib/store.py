@@ -177,7 +177,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 def _migration_1(conn: sqlite3.Connection) -> None:
     """Initial schema; imports the seed's ``market_cache`` rows if the file has that table."""
-    _run_script(conn, 
+    _run_script(conn,
         """
         CREATE TABLE IF NOT EXISTS series (
             series_id  INTEGER PRIMARY KEY,
@@ -278,7 +278,7 @@ def _import_seed_market_cache(conn: sqlite3.Connection) -> None:
 
 def _migration_2(conn: sqlite3.Connection) -> None:
     """Coverage bookkeeping: which sessions were fetched per series, bars or not."""
-    _run_script(conn, 
+    _run_script(conn,
         """
         CREATE TABLE IF NOT EXISTS coverage (
             series_id  INTEGER NOT NULL REFERENCES series(series_id),
@@ -1029,7 +1029,7 @@ class TradingCacheManager:
         lo_hi = [(None, None)]
         if total:
             lo_hi = []
-            for sid, _a, _s, tf_name, _src, _n in live:
+            for sid, *_ in live:
                 lo, hi = conn.execute(
                     "SELECT MIN(ts), MAX(ts) FROM bars WHERE series_id = ?", (sid,)
                 ).fetchone()

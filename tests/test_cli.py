@@ -354,7 +354,7 @@ def test_not_a_sqlite_file_is_an_error_and_left_untouched(capsys, tmp_path):
 
 
 def test_bad_input_values_are_errors_not_tracebacks(capsys, db):
-    code, _, err = run(capsys, "--db-path", db, "query", "SPY", "--start", "2024-13-01", 
+    code, _, err = run(capsys, "--db-path", db, "query", "SPY", "--start", "2024-13-01",
                        "--end", "2024-01-31")
     assert (code, err) == (1, "error: cannot read '2024-13-01' as a date (expected YYYY-MM-DD)\n")
     code, _, err = run(capsys, "--db-path", db, "query", "SPY", *JANUARY, "--timeframe", "2Day")

@@ -13,7 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from cachelib.strategy_cache import CacheAlreadyConfiguredError, StrategyCache, strategy_cache
+from cachelib.strategy_cache import (
+    CacheAlreadyConfiguredError,
+    CacheNotConfiguredError,
+    StrategyCache,
+    strategy_cache,
+)
 from cachelib.tick_flow import (
     CONTINUE,
     DIRECTIVES_KEY,
@@ -270,7 +275,7 @@ def test_manager_defaults_to_the_module_singleton() -> None:
     assert manager.cache is strategy_cache
     manager.on_raw_tick(tick(0))
     assert recorder.anchors[0].timestamp == minute(0)
-    with pytest.raises(Exception):
+    with pytest.raises(CacheNotConfiguredError):
         strategy_cache.get_run_anchor()
 
 

@@ -53,7 +53,6 @@ from .bars import (
     NY,
     OPTION_COLUMNS,
     date_to_key,
-    frame_from_columns,
     frame_from_rows,
     key_range,
     rows_of_symbol,
@@ -447,11 +446,6 @@ class TradingCacheManager:
         if conn is not None:
             conn.close()
             self._local.conn = None
-        adbc = getattr(self._local, "adbc", None)
-        if adbc is not None:
-            adbc.close()
-            self._local.adbc = None
-            self._local.adbc_pid = None
 
     def __enter__(self) -> TradingCacheManager:
         return self
@@ -649,13 +643,6 @@ class TradingCacheManager:
         src = None if source is None else _norm_source(source)
         lo, hi = key_range(start, end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
-        if self._large_read(lo, hi, tf):
-            series = self._series_for_read(asset, sym, tf.name, src)
-            if len(series) == 1:
-                frame = self._arrow_read(series[0][0], lo, hi, now_s, tf)
-                if frame is not None:
-                    self._count_hit(len(frame) > 0)
-                    return frame if len(frame) else None
         rows: list[tuple] = []
         if src is not None:
             sid = self._series(asset, sym, tf.name, src)
@@ -689,63 +676,6 @@ class TradingCacheManager:
                 self.hits += 1
             else:
                 self.misses += 1
-
-    #: Above this many expected rows, reads go through Arrow (see :meth:`_arrow_read`).
-    ARROW_MIN_ROWS = 2_000
-
-    def _large_read(self, lo: int, hi: int, tf: Any) -> bool:
-        """Could ``[lo, hi]`` hold more than :data:`ARROW_MIN_ROWS` bars? (A cheap upper-ish
-        estimate from the span: 6.5 trading hours a day, 5 days a week.)"""
-        span_days = (hi - lo) / _DAY
-        if tf.is_intraday:
-            expected = span_days * (5 / 7) * 6.5 * 3600 / tf.seconds
-        else:
-            expected = span_days * (5 / 7)
-        return expected > self.ARROW_MIN_ROWS
-
-    _ARROW_SQL = (
-        # No NULLs and one storage class per column, because the ADBC driver infers a column's
-        # Arrow type from its first values and refuses a later value of another class. REAL
-        # columns always read back as REAL; NUMERIC volume may be either, so it is cast.
-        "SELECT ts, open, high, low, close, CAST(volume AS REAL), COALESCE(vwap, -1.0), "
-        "COALESCE(trade_count, -1) "
-        "FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ? ORDER BY ts"
-    )
-
-    def _arrow_read(self, sid: int, lo: int, hi: int, now_s: int, tf: Any) -> pd.DataFrame | None:
-        """Large reads through Arrow (adbc-driver-sqlite): the rows never become Python
-        objects, which makes a year of minute bars several times faster than ``fetchall``.
-        Returns ``None`` (use the plain path) when Arrow is unavailable or a write transaction
-        is open on this thread (a second connection would not see its uncommitted rows)."""
-        if self.conn.in_transaction:
-            return None
-        conn = self._adbc()
-        if conn is None:
-            return None
-        cur = conn.cursor()
-        try:
-            cur.execute(self._ARROW_SQL, (sid, lo, hi, now_s))
-            table = cur.fetch_arrow_table()
-        finally:
-            cur.close()
-        cols = [table.column(i).to_numpy() for i in range(8)]
-        vwap = cols[6].astype(np.float64)
-        vwap[vwap < 0] = np.nan  # -1.0 stood for NULL (a real vwap is positive)
-        counts = cols[7].astype(np.float64)
-        counts[counts < 0] = np.nan
-        return frame_from_columns(cols[0], [*cols[1:6], vwap, counts], tf)
-
-    def _adbc(self) -> Any:
-        local = self._local
-        pid = os.getpid()
-        if getattr(local, "adbc_pid", None) != pid:
-            local.adbc, local.adbc_pid = None, pid
-            try:
-                import adbc_driver_sqlite.dbapi as adbc_sqlite
-            except ImportError:  # optional: the plain sqlite3 path answers the same
-                return None
-            local.adbc = adbc_sqlite.connect(f"file:{self.db_path}?mode=ro")
-        return local.adbc
 
     def exists(
         self,

@@ -526,23 +526,7 @@ def test_threads_share_a_manager(cache):
     assert cache.get_stats()["total_entries"] == 800
 
 
-def test_large_reads_through_arrow_equal_the_plain_path(cache, monkeypatch):
-    frame = minute_frame("2024-03-11 13:30", 4000)
-    frame["vwap"] = [np.nan] * 2000 + list(frame["close"].iloc[2000:])  # NULLs first: Arrow must cope
-    frame["trade_count"] = [np.nan] * 1000 + list(range(3000))
-    frame["volume"] = [100.0] * 3999 + [0.5]  # one fractional volume after thousands of integers
-    cache.set("AAPL", frame, source="alpaca", timeframe="1Min")
-    big = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
-    monkeypatch.setattr(TradingCacheManager, "ARROW_MIN_ROWS", 10**12)
-    plain = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
-    pd.testing.assert_frame_equal(big, plain)
-    assert len(big) == 4000
-    assert big["vwap"].isna().sum() == 2000 and big["trade_count"].isna().sum() == 1000
-    assert big["volume"].iloc[-1] == 0.5
-    assert cache.get_stats()["hits"] == 2
-
-
-def test_large_read_inside_a_transaction_sees_its_own_writes(cache):
+def test_reads_inside_a_transaction_see_its_own_writes(cache):
     with cache.atomic():
         cache.set("AAPL", minute_frame("2024-03-11 13:30", 3000), source="alpaca", timeframe="1Min")
         assert len(cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")) == 3000

@@ -41,3 +41,6 @@ def cache(tmp_path):
     manager = TradingCacheManager(tmp_path / "cache.db")
     yield manager
     manager.close()
+
+# The session-scoped Prefect test harness (started only by the tests that ask for it).
+from prefect_fixtures import prefect_harness  # noqa: E402,F401

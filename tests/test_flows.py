@@ -13,8 +13,8 @@ import sqlite3
 from datetime import date, datetime, timezone
 
 import pytest
-
 from alpaca_stub import AlpacaStub, Fault, alpaca_env, make_daily_bars, make_option_snapshot
+
 from cachelib.sources import AuthenticationError, RateLimitError, SourceError, SourceUnavailableError
 
 UTC = timezone.utc
@@ -33,15 +33,18 @@ def run(flow, **params):
     return state, state.result(raise_on_failure=False)
 
 
-def artifacts_of(state) -> dict[str, list]:
-    """``{key: [artifacts]}`` created by the flow run of ``state``."""
+def artifacts_of(state, *keys: str) -> dict[str, list]:
+    """``{key: [artifacts]}`` of ``keys`` created by the flow run of ``state`` (read from the API)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=list(keys)),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
         )
     out: dict[str, list] = {}
     for artifact in found:
@@ -130,9 +133,10 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
     with TradingCacheManager(db) as cache:
         assert len(cache.get("MSFT", "2023-12-01", "2024-01-31", source="demo")) == 41
 
-    keys = artifacts_of(state)
-    assert {"ingest-bars-1day-summary", "ingest-bars-1day-per-symbol", "ingest-bars-1day-rejections",
-            "ingest-bars-1day-progress"} <= set(keys)
+    expected = {"ingest-bars-1day-summary", "ingest-bars-1day-per-symbol", "ingest-bars-1day-rejections",
+                "ingest-bars-1day-progress"}
+    keys = artifacts_of(state, *expected)
+    assert set(keys) == expected
     assert keys["ingest-bars-1day-progress"][0].data == 100.0
     per_symbol = keys["ingest-bars-1day-per-symbol"][0].data
     assert "AAPL" in per_symbol and "41" in per_symbol
@@ -245,7 +249,7 @@ def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness,
     assert summary["per_symbol"]["MSFT"]["rows_rejected"] == 1
     assert summary["rejections"][0]["symbol"] == "MSFT"
     assert count_rows(db, "bars") == 19
-    rejections = artifacts_of(state)["ingest-bars-1day-rejections"][0].data
+    rejections = artifacts_of(state, "ingest-bars-1day-rejections")["ingest-bars-1day-rejections"][0].data
     assert summary["rejections"][0]["reason"].split()[0] in rejections
 
     again, second = run(ingest_bars, **params)
@@ -377,7 +381,8 @@ def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, tmp_path, c
         stats = cache.get_options_stats()
     assert stats["total_rows"] == summary["rows_written"]
     assert stats["symbols"] == ["AAPL", "SPY"]
-    assert {"option-chains-summary", "option-chains-per-underlying"} <= set(artifacts_of(state))
+    expected = {"option-chains-summary", "option-chains-per-underlying"}
+    assert set(artifacts_of(state, *expected)) == expected
 
 
 def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub):
@@ -397,6 +402,19 @@ def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub
     assert summary["trading_dates"] == {"AAPL": "2025-11-26"}
     assert stub.count("/v1beta1/options/snapshots/AAPL") == 1
     assert summary["requests_made"] == stub.count() == 2  # the chain and the underlying's last trade
+
+
+def test_ingest_option_chains_401_fails_fast(prefect_harness, tmp_path, clock, stub, monkeypatch):
+    from flows.ingest_options import ingest_option_chains
+    from tasks.market_data import snapshot_option_chains
+
+    monkeypatch.setattr(snapshot_option_chains, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    clock(WED_AFTER_CLOSE)
+    stub.set_persistent_fault("*", 401)
+    state, error = run(ingest_option_chains, underlyings=["AAPL"], db_path=str(tmp_path / "cache.db"))
+    assert state.is_failed()
+    assert isinstance(error, AuthenticationError)
+    assert stub.count() == 1
 
 
 # -- cache_maintenance ---------------------------------------------------------------------------
@@ -419,8 +437,8 @@ def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp
     assert summary["bytes_reclaimed"] >= 0
     assert (summary["before"]["cache"]["total_entries"], summary["after"]["cache"]["total_entries"]) == (145, 21)
     assert count_rows(db, "bars") == 21
-    keys = artifacts_of(state)
-    assert {"cache-maintenance-summary", "cache-maintenance-stats"} <= set(keys)
+    keys = artifacts_of(state, "cache-maintenance-summary", "cache-maintenance-stats")
+    assert set(keys) == {"cache-maintenance-summary", "cache-maintenance-stats"}
     assert "124" in keys["cache-maintenance-summary"][0].data
 
 
@@ -455,8 +473,8 @@ def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harne
     assert summary["sessions_replayed"] == 6 and summary["bars"] == 6 * 390
     assert summary["missing"] == [{"symbol": "NVDA", "day": d} for d in ("2024-03-13", "2024-03-14", "2024-03-15")]
     assert summary["trade_stats"]["total_trades"] == len(_trades(flow_db))
-    keys = artifacts_of(state)
-    assert {"replay-summary", "replay-trades-per-symbol", "replay-trade-stats"} <= set(keys)
+    expected = {"replay-summary", "replay-trades-per-symbol", "replay-trade-stats"}
+    assert set(artifacts_of(state, *expected)) == expected
 
     again, second = run(replay_days, symbols=["AAPL", "MSFT"], start=date(2024, 3, 13), end=date(2024, 3, 15),
                         db_path=str(flow_db))
@@ -541,10 +559,11 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     assert summary["trade_stats"]["total_trades"] == len(history)
     assert summary["option_chains"]["rows_written"] == options["total_rows"] > 0
     assert summary["cache_after"]["bars"] == 2 * 250 + 420
-    keys = artifacts_of(state)
-    assert {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
-            "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
-            "replay-summary", "replay-trade-stats"} <= set(keys)
+    expected = {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
+                "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
+                "replay-summary", "replay-trade-stats"}
+    keys = artifacts_of(state, *expected)
+    assert set(keys) == expected
     assert "2025-11-28" in keys["daily-pipeline-summary"][0].data
 
 

@@ -1,0 +1,258 @@
+"""What every flow shares: the clock, the calendar decisions, paths, task runner, artifacts.
+
+Nothing here fetches or stores market data (that is cachelib's, through tasks/). This module
+answers "which sessions?", "which database?", "which task runner?" and "how do we show it?".
+
+Environment knobs read here:
+
+* ``CACHELIB_SYMBOLS`` - comma-separated default universe of ``daily_pipeline``.
+* ``CACHELIB_TASK_WORKERS`` - threads of the default ``ThreadPoolTaskRunner`` (default 4).
+* ``DASK_SCHEDULER_ADDRESS`` - when set (e.g. ``tcp://10.0.0.5:8786``), flows use
+  ``prefect_dask.DaskTaskRunner(address=...)`` instead of the thread pool.
+* ``TRADING_CACHE_DB`` - the default database file (cachelib's own rule).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from cachelib.bars import parse_timeframe
+from cachelib.clock import now_utc
+from cachelib.market_hours import (
+    MSG_HOLIDAY,
+    MSG_WEEKEND,
+    get_market_status,
+    is_session,
+    previous_session,
+    session_bounds,
+    today_et,
+)
+from cachelib.sources import alpaca_keys_configured
+from cachelib.store import default_db_path
+from cachelib.sync import SETTLE_DELAY
+
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "SYMBOLS_ENV",
+    "DASK_ENV",
+    "WORKERS_ENV",
+    "INTRADAY_GRACE",
+    "now",
+    "default_symbols",
+    "resolve_db_path",
+    "describe_source",
+    "choose_task_runner",
+    "closed_reason",
+    "session_finished",
+    "latest_finished_session",
+    "default_bars_window",
+    "chunk_range",
+    "artifact_key",
+    "publish_markdown",
+    "publish_table",
+    "markdown_table",
+    "Progress",
+]
+
+#: The default universe of daily_pipeline (override with CACHELIB_SYMBOLS=SPY,QQQ,...).
+DEFAULT_SYMBOLS: list[str] = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA"]
+SYMBOLS_ENV = "CACHELIB_SYMBOLS"
+DASK_ENV = "DASK_SCHEDULER_ADDRESS"
+WORKERS_ENV = "CACHELIB_TASK_WORKERS"
+DEFAULT_MAX_WORKERS = 4
+#: Intraday ingest still runs this long after the close, so the 16:00/16:15 schedule fires
+#: pick up the session's last minutes.
+INTRADAY_GRACE = timedelta(minutes=30)
+
+
+# -- clock, universe, paths, source ------------------------------------------------------------
+
+
+def now() -> datetime:
+    """The flows' one clock (aware UTC). Flows read it once per run; tests replace it."""
+    return now_utc()
+
+
+def default_symbols() -> list[str]:
+    """``CACHELIB_SYMBOLS`` (comma-separated) if set, else :data:`DEFAULT_SYMBOLS`."""
+    raw = os.environ.get(SYMBOLS_ENV, "")
+    symbols = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    return symbols or list(DEFAULT_SYMBOLS)
+
+
+def resolve_db_path(db_path: str | os.PathLike[str] | None) -> str:
+    """An absolute database path: tasks may run in other threads, processes or machines."""
+    path = Path(db_path).expanduser() if db_path else default_db_path()
+    return str(path.resolve())
+
+
+def describe_source(name: str) -> str:
+    """What ``get_source(name)`` will pick, for the run log (without building a source)."""
+    choice = (name or "auto").strip().lower()
+    if choice != "auto":
+        return f"{choice} (requested)"
+    if alpaca_keys_configured():
+        return "alpaca (auto: Alpaca keys are configured)"
+    return "demo (auto: no Alpaca keys configured; offline synthetic data)"
+
+
+def choose_task_runner(max_workers: int | None = None) -> Any:
+    """``DaskTaskRunner(address=$DASK_SCHEDULER_ADDRESS)`` if set, else a thread pool.
+
+    Flow modules call this when they are imported (decorator time); to switch a flow object
+    later, use ``flow.with_options(task_runner=choose_task_runner())``.
+    """
+    address = os.environ.get(DASK_ENV, "").strip()
+    if address:
+        from prefect_dask import DaskTaskRunner  # imported only when asked for: dask is heavy
+
+        return DaskTaskRunner(address=address)
+    if max_workers is None:
+        raw = os.environ.get(WORKERS_ENV, "").strip()
+        max_workers = int(raw) if raw else DEFAULT_MAX_WORKERS
+    return ThreadPoolTaskRunner(max_workers=max_workers)
+
+
+# -- calendar decisions ------------------------------------------------------------------------
+
+
+def closed_reason(day: date) -> str | None:
+    """``"Market closed (Weekend)"`` / ``"Market closed (Holiday)"``, or None on a session."""
+    if is_session(day):
+        return None
+    return MSG_WEEKEND if day.weekday() >= 5 else MSG_HOLIDAY
+
+
+def session_finished(day: date, clock: datetime) -> bool:
+    """Whether session ``day`` closed (and settled, as the sync counts it) by ``clock``."""
+    return clock >= session_bounds(day)[1] + SETTLE_DELAY
+
+
+def latest_finished_session(clock: datetime) -> date:
+    """Today's session once it has closed and settled, else the session before today."""
+    today = today_et(clock)
+    if is_session(today) and session_finished(today, clock):
+        return today
+    return previous_session(today)
+
+
+@dataclass(frozen=True)
+class BarsWindow:
+    """The sessions a default ``ingest_bars`` run covers, or why it skips."""
+
+    start: date | None
+    end: date | None
+    skip_reason: str | None = None
+
+
+def default_bars_window(timeframe: str, clock: datetime) -> BarsWindow:
+    """The range ``ingest_bars`` covers without an explicit ``start``/``end``.
+
+    * Intraday timeframes: today's session while it is open (and ``INTRADAY_GRACE`` after the
+      close); outside those hours it skips with the market status as the reason.
+    * Daily and longer: the latest finished session; on a weekend or holiday it skips.
+    """
+    today = today_et(clock)
+    reason = closed_reason(today)
+    if reason is not None:
+        return BarsWindow(None, None, reason)
+    if parse_timeframe(timeframe).is_intraday:
+        open_utc, close_utc = session_bounds(today)
+        if open_utc <= clock < close_utc + INTRADAY_GRACE:
+            return BarsWindow(today, today)
+        return BarsWindow(None, None, get_market_status(clock)[1])
+    session = latest_finished_session(clock)
+    return BarsWindow(session, session)
+
+
+def chunk_range(start: date, end: date, timeframe: str) -> list[tuple[date, date]]:
+    """``[start, end]`` cut at calendar-quarter (intraday) or calendar-year (daily) boundaries.
+
+    One chunk is one task run, so a long backfill shows progress and retries a chunk, not the
+    whole range; daily bars are small enough that a year is one request for 100 symbols.
+    """
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    intraday = parse_timeframe(timeframe).is_intraday
+    chunks: list[tuple[date, date]] = []
+    lo = start
+    while lo <= end:
+        if intraday:
+            first_month_next = (lo.month - 1) // 3 * 3 + 4
+            boundary = date(lo.year + (first_month_next > 12), (first_month_next - 1) % 12 + 1, 1)
+        else:
+            boundary = date(lo.year + 1, 1, 1)
+        hi = min(end, boundary - timedelta(days=1))
+        chunks.append((lo, hi))
+        lo = hi + timedelta(days=1)
+    return chunks
+
+
+# -- artifacts ---------------------------------------------------------------------------------
+
+
+def artifact_key(*parts: object) -> str:
+    """A valid artifact key (lowercase letters, digits, dashes) from ``parts``."""
+    text = "-".join(str(p) for p in parts).lower()
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", text)).strip("-")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if value is None or isinstance(value, (int, str, bool)):
+        return value
+    return str(value)
+
+
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> UUID:
+    """A table artifact (rows of plain values) under a stable ``key``."""
+    clean = [{k: _cell(v) for k, v in row.items()} for row in rows]
+    return create_table_artifact(table=clean, key=key, description=description)
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> UUID:
+    """A markdown artifact under a stable ``key``."""
+    return create_markdown_artifact(markdown=markdown, key=key, description=description)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A GitHub-style markdown table of ``rows`` (columns from the first row)."""
+    if not rows:
+        return "_(none)_"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(_cell(row.get(c, ""))) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+class Progress:
+    """A progress artifact for a long, chunked job: ``Progress(key, total)``, then ``.step()``."""
+
+    def __init__(self, key: str, total: int, description: str) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.description = description
+        self.id = create_progress_artifact(progress=0.0, key=key, description=description)
+
+    def step(self, note: str | None = None) -> None:
+        self.done += 1
+        text = f"{self.description} ({self.done}/{self.total}{': ' + note if note else ''})"
+        update_progress_artifact(self.id, progress=100.0 * self.done / self.total, description=text)

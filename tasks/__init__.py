@@ -1,0 +1,22 @@
+"""Prefect tasks: one small task per pipeline stage, each wrapping one cachelib call.
+
+* :mod:`tasks.market_data` - ``fetch_and_store_bars``, ``snapshot_option_chains`` (network:
+  retries with backoff and jitter, never on authentication errors).
+* :mod:`tasks.maintenance` - ``cleanup_expired``, ``vacuum_cache``, ``cache_stats``.
+* :mod:`tasks.replay` - ``replay_session``.
+
+Tasks take database paths and plain values (str symbols, ISO dates) and return plain dicts.
+"""
+
+from tasks.maintenance import cache_stats, cleanup_expired, vacuum_cache
+from tasks.market_data import fetch_and_store_bars, snapshot_option_chains
+from tasks.replay import replay_session
+
+__all__ = [
+    "fetch_and_store_bars",
+    "snapshot_option_chains",
+    "cleanup_expired",
+    "vacuum_cache",
+    "cache_stats",
+    "replay_session",
+]

@@ -14,7 +14,7 @@ $(STAMP): constraints.txt requirements.in pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m cachelib.main
+	$(BIN)/python -m flows.main
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

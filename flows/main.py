@@ -1,4 +1,4 @@
-"""``python -m cachelib.main`` (``make run``): run the daily pipeline once and say what it did.
+"""``python -m flows.main`` (``make run``): run the daily pipeline once and say what it did.
 
 It runs the Prefect flow ``daily_pipeline`` for the latest *finished* NYSE session (so there is
 always data: on a weekend, a holiday or before today's close that is an earlier session), on
@@ -9,8 +9,9 @@ one for the run (about 10-15 s), unless ``PREFECT_API_URL`` points at a server.
 The first run backfills a year of daily bars and the session's minute bars into
 ``.cache/trading_cache.db`` (or ``$TRADING_CACHE_DB``); later runs fetch only what is missing.
 
-This module is the one place in ``cachelib`` that touches Prefect, and only inside
-:func:`main`: the library itself never imports it.
+It lives with the flows, not in ``cachelib``: the library never imports Prefect, and data
+flows one way (the orchestration layer calls the library, never the reverse). Prefect is
+imported only inside :func:`main`, after the environment defaults below are set.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _prepare_environment() -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cachelib.main", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.splitlines()[0])
     parser.add_argument("--day", type=date.fromisoformat, default=None,
                         help="session to run (YYYY-MM-DD); default: the latest finished session")
     parser.add_argument("--symbols", default=None,

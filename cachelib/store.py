@@ -56,7 +56,6 @@ from .bars import (
     frame_from_rows,
     key_range,
     rows_of_symbol,
-    is_date_only,
     key_to_date,
     normalize_bars,
     normalize_option_type,
@@ -325,6 +324,18 @@ def _series_id(
         (asset_type, symbol, timeframe, source),
     )
     return cur.lastrowid
+
+
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE body and its parameters from ``(sql fragment, value)`` pairs; pairs whose value is
+    ``None`` (a filter not given) are left out. Values must already be normalised."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    return " AND ".join(sql for sql, _ in used) or "1 = 1", [value for _, value in used]
+
+
+def _maybe(normalise: Any, value: Any) -> Any:
+    """``normalise(value)``, or ``None`` for a filter that was not given."""
+    return None if value is None else normalise(value)
 
 
 def _source_rank(source: str) -> tuple[int, str]:
@@ -705,21 +716,16 @@ class TradingCacheManager:
         self, symbol: str | None, source: str | None, asset_type: str | None, timeframe: str | None
     ) -> list[tuple[int, str]]:
         """``[(series_id, timeframe)]`` selected by the filters (``None`` = any)."""
-        clauses, params = ["1 = 1"], []
-        for column, value, norm in (
-            ("symbol", symbol, normalize_symbol),
-            ("source", source, _norm_source),
-            ("asset_type", asset_type, _norm_asset_type),
-            ("timeframe", timeframe, lambda t: parse_timeframe(t).name),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(norm(value))
-        return self.conn.execute(
-            f"SELECT series_id, timeframe FROM series WHERE {' AND '.join(clauses)}", params
-        ).fetchall()
+        where, params = _where(
+            ("symbol = ?", _maybe(normalize_symbol, symbol)),
+            ("source = ?", _maybe(_norm_source, source)),
+            ("asset_type = ?", _maybe(_norm_asset_type, asset_type)),
+            ("timeframe = ?", _maybe(lambda t: parse_timeframe(t).name, timeframe)),
+        )
+        return self.conn.execute(f"SELECT series_id, timeframe FROM series WHERE {where}", params).fetchall()
 
-    def _open_key_range(self, start: Any, end: Any, intraday: bool) -> tuple[int, int]:
+    @staticmethod
+    def _open_key_range(start: Any, end: Any, intraday: bool) -> tuple[int, int]:
         """Like :func:`~cachelib.bars.key_range`, but either bound may be ``None`` (open)."""
         lo, hi = key_range(
             start if start is not None else "1900-01-01",
@@ -1126,19 +1132,15 @@ class TradingCacheManager:
         With ``source=None`` and several sources, each contract comes from the
         highest-priority source. Rows are sorted by expiration, strike, type.
         """
-        sym = normalize_symbol(symbol)
-        clauses = ["symbol = ?", "trading_date = ?", "expires_at > ?"]
-        params: list[Any] = [sym, to_date(trading_date).isoformat(), int(now_utc().timestamp())]
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(_norm_source(source))
-        if expiration is not None:
-            clauses.append("expiration = ?")
-            params.append(to_date(expiration).isoformat())
-        if option_type is not None:
-            clauses.append("option_type = ?")
-            params.append(normalize_option_type(option_type))
-        rows = self.conn.execute(f"{self._OPTION_SELECT} WHERE {' AND '.join(clauses)}", params).fetchall()
+        where, params = _where(
+            ("symbol = ?", normalize_symbol(symbol)),
+            ("trading_date = ?", to_date(trading_date).isoformat()),
+            ("expires_at > ?", int(now_utc().timestamp())),
+            ("source = ?", _maybe(_norm_source, source)),
+            ("expiration = ?", _maybe(lambda d: to_date(d).isoformat(), expiration)),
+            ("option_type = ?", _maybe(normalize_option_type, option_type)),
+        )
+        rows = self.conn.execute(f"{self._OPTION_SELECT} WHERE {where}", params).fetchall()
         if not rows:
             return None
         columns = [*OPTION_COLUMNS, "symbol", "trading_date", "source", "data_quality_score"]
@@ -1161,21 +1163,14 @@ class TradingCacheManager:
     ) -> int:
         """Delete option snapshots; every filter is optional. ``before`` deletes trading dates
         strictly earlier than it. Returns rows removed."""
-        clauses, params = ["1 = 1"], []
-        if symbol is not None:
-            clauses.append("symbol = ?")
-            params.append(normalize_symbol(symbol))
-        if trading_date is not None:
-            clauses.append("trading_date = ?")
-            params.append(to_date(trading_date).isoformat())
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(_norm_source(source))
-        if before is not None:
-            clauses.append("trading_date < ?")
-            params.append(to_date(before).isoformat())
+        where, params = _where(
+            ("symbol = ?", _maybe(normalize_symbol, symbol)),
+            ("trading_date = ?", _maybe(lambda d: to_date(d).isoformat(), trading_date)),
+            ("source = ?", _maybe(_norm_source, source)),
+            ("trading_date < ?", _maybe(lambda d: to_date(d).isoformat(), before)),
+        )
         with self.atomic() as conn:
-            return conn.execute(f"DELETE FROM raw_options_chain WHERE {' AND '.join(clauses)}", params).rowcount
+            return conn.execute(f"DELETE FROM raw_options_chain WHERE {where}", params).rowcount
 
     def get_options_stats(self) -> dict[str, Any]:
         """Rows, underlyings, snapshot days, contracts and date range of stored chains."""
@@ -1298,9 +1293,8 @@ class TradingCacheManager:
     ) -> pd.DataFrame:
         """Trades (newest entry first) filtered by symbol, entry date range and strategy.
         ``entry_date``/``exit_date`` come back as tz-aware UTC timestamps."""
-        clauses, params = self._trade_filters(symbol, start, end, strategy)
-        sql = f"SELECT {', '.join(TRADE_COLUMNS)} FROM trade_history WHERE {' AND '.join(clauses)} " \
-              "ORDER BY entry_date DESC, trade_id"
+        where, params = self._trade_filters(symbol, start, end, strategy)
+        sql = f"SELECT {', '.join(TRADE_COLUMNS)} FROM trade_history WHERE {where} ORDER BY entry_date DESC, trade_id"
         if limit is not None:
             if not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
@@ -1313,40 +1307,32 @@ class TradingCacheManager:
     @staticmethod
     def _trade_filters(
         symbol: str | None, start: Any, end: Any, strategy: str | None
-    ) -> tuple[list[str], list[Any]]:
-        clauses, params = ["1 = 1"], []
-        if symbol is not None:
-            clauses.append("symbol = ?")
-            params.append(normalize_symbol(symbol))
-        if start is not None:
-            clauses.append("entry_date >= ?")
-            params.append(int(datetime.combine(to_date(start), datetime.min.time(), NY).timestamp())
-                          if is_date_only(start) else int(to_utc_datetime(start).timestamp()))
-        if end is not None:
-            clauses.append("entry_date < ?" if is_date_only(end) else "entry_date <= ?")
-            params.append(
-                int(datetime.combine(to_date(end) + timedelta(days=1), datetime.min.time(), NY).timestamp())
-                if is_date_only(end) else int(to_utc_datetime(end).timestamp())
-            )
-        if strategy is not None:
-            clauses.append("strategy_name = ?")
-            params.append(str(strategy))
-        return clauses, params
+    ) -> tuple[str, list[Any]]:
+        """Entry-time bounds follow the bars' rules: date-only bounds are whole New York days."""
+        lo = hi = None
+        if start is not None or end is not None:
+            lo, hi = TradingCacheManager._open_key_range(start, end, intraday=True)
+        return _where(
+            ("symbol = ?", _maybe(normalize_symbol, symbol)),
+            ("entry_date >= ?", lo if start is not None else None),
+            ("entry_date <= ?", hi if end is not None else None),
+            ("strategy_name = ?", _maybe(str, strategy)),
+        )
 
     def delete_trades(
         self, symbol: str | None = None, start: Any = None, end: Any = None, strategy: str | None = None
     ) -> int:
         """Delete trades whose entry falls in ``[start, end]`` (New York dates); returns rows."""
-        clauses, params = self._trade_filters(symbol, start, end, strategy)
+        where, params = self._trade_filters(symbol, start, end, strategy)
         with self.atomic() as conn:
-            return conn.execute(f"DELETE FROM trade_history WHERE {' AND '.join(clauses)}", params).rowcount
+            return conn.execute(f"DELETE FROM trade_history WHERE {where}", params).rowcount
 
     def get_trade_stats(self, symbol: str | None = None, strategy: str | None = None) -> dict[str, Any]:
         """Closed-trade statistics: counts, win rate, P&L, profit factor, holding time."""
-        clauses, params = self._trade_filters(symbol, None, None, strategy)
-        clauses.append("exit_price IS NOT NULL")
+        where, params = self._trade_filters(symbol, None, None, strategy)
         rows = self.conn.execute(
-            f"SELECT realized_pnl, holding_period_hours FROM trade_history WHERE {' AND '.join(clauses)}",
+            f"SELECT realized_pnl, holding_period_hours FROM trade_history WHERE {where} "
+            "AND exit_price IS NOT NULL",
             params,
         ).fetchall()
         pnls = [r[0] or 0.0 for r in rows]

@@ -303,7 +303,12 @@ def _time_values(frame: pd.DataFrame, names: dict[str, object] | None = None) ->
                 if pd.api.types.is_datetime64_any_dtype(col):
                     parsed = col
                 else:
-                    parsed = pd.to_datetime(col, utc=False, format="mixed")
+                    try:
+                        parsed = pd.to_datetime(col, utc=False, format="mixed")
+                    except ValueError:
+                        # Offsets that differ (e.g. -05:00 and -04:00 across a DST change) cannot
+                        # share one zone: read them as instants in UTC.
+                        parsed = pd.to_datetime(col, utc=True, format="mixed")
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"column {name!r} holds values that are not dates or times: {exc}") from None
             return pd.Series(parsed.array, index=range(len(frame)), dtype=parsed.dtype)
@@ -329,6 +334,40 @@ def _keys_from_times(times: pd.Series, tf: Timeframe) -> np.ndarray:
     # spends most of its time inferring a frequency).
     days = dt.as_unit("ns").asi8 // (1_000_000_000 * _DAY_SECONDS)
     return (days * _DAY_SECONDS).astype(np.int64)
+
+
+def bar_problems(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    vwap: np.ndarray,
+    trade_count: np.ndarray,
+) -> np.ndarray:
+    """The validation rules of a bar, row by row: the first problem of each row ("" if none).
+
+    Both :func:`normalize_bars` (refuse the frame) and :func:`split_valid_rows` (reject the
+    row) apply exactly these rules. NaN ``vwap``/``trade_count`` mean "not given" and are fine.
+    """
+    reasons = np.full(len(close), "", dtype=object)
+
+    def flag(mask: np.ndarray, reason: str) -> None:
+        reasons[mask & (reasons == "")] = reason
+
+    with np.errstate(invalid="ignore"):
+        prices = np.vstack([open_, high, low, close])
+        flag(~np.isfinite(prices).all(axis=0), "NaN or infinite price")
+        flag((prices <= 0).any(axis=0), "non-positive price")
+        flag(~np.isfinite(volume), "NaN or infinite volume")
+        flag(volume < 0, "negative volume")
+        flag(np.isinf(vwap), "infinite vwap")
+        flag(np.isinf(trade_count) | (trade_count < 0), "negative or infinite trade_count")
+        # A relative tolerance absorbs float noise from vendors' rounding (1e-9 of the price).
+        tol = 1e-9 * np.maximum(np.abs(high), 1.0)
+        flag(high + tol < np.maximum(open_, close), "high below max(open, close)")
+        flag(low - tol > np.minimum(open_, close), "low above min(open, close)")
+    return reasons
 
 
 def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> pd.DataFrame:
@@ -373,26 +412,14 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
     vwap = numeric("vwap", None)
     trade_count = numeric("trade_count", None)
 
-    for name, arr in (("open", open_), ("high", high), ("low", low), ("close", close)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise ValueError(f"{int(bad.sum())} bar(s) have NaN or infinite '{name}' prices")
-        if (arr <= 0).any():
-            raise ValueError(f"{int((arr <= 0).sum())} bar(s) have a non-positive '{name}' price")
-    if (~np.isfinite(volume)).any():
-        raise ValueError("some bars have NaN or infinite volume")
-    if (volume < 0).any():
-        raise ValueError(f"{int((volume < 0).sum())} bar(s) have negative volume")
-    if np.isinf(vwap).any():
-        raise ValueError("some bars have an infinite vwap")
-    if (np.isfinite(trade_count) & (trade_count < 0)).any() or np.isinf(trade_count).any():
-        raise ValueError("some bars have a negative or infinite trade_count")
-    # A relative tolerance absorbs float noise from vendors' rounding (1e-9 of the price).
-    tol = 1e-9 * np.maximum(np.abs(high), 1.0)
-    if (high + tol < np.maximum(open_, close)).any():
-        raise ValueError("some bars have 'high' below max(open, close)")
-    if (low - tol > np.minimum(open_, close)).any():
-        raise ValueError("some bars have 'low' above min(open, close)")
+    problems = bar_problems(open_, high, low, close, volume, vwap, trade_count)
+    bad = problems != ""
+    if bad.any():
+        reasons, counts = np.unique(problems[bad], return_counts=True)
+        summary = ", ".join(f"{r} ({c})" for r, c in zip(reasons, counts, strict=True))
+        when = pd.Timestamp(keys[np.argmax(bad)], unit="s", tz="UTC")
+        first = when.isoformat() if tf.is_intraday else when.date().isoformat()
+        raise ValueError(f"{int(bad.sum())} invalid bar(s): {summary}; the first at {first}")
     order = None
     if n > 1 and not (np.diff(keys) > 0).all():
         order = np.argsort(keys, kind="stable")
@@ -477,34 +504,27 @@ def split_valid_rows(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") ->
     """Row-level validation for data coming from a vendor: ``(valid_rows, rejections)``.
 
     Unlike :func:`normalize_bars` (which refuses a whole frame), this keeps the good rows and
-    reports each bad one as ``(bar time ISO, reason)`` using the same rules: non-finite or
-    non-positive prices, negative/NaN volume, high below max(open, close), low above
-    min(open, close), duplicate bar times (every copy is rejected: which one is right is unknown).
+    reports each bad one as ``(bar time ISO, reason)`` using the same rules
+    (:func:`bar_problems`), plus duplicate bar times (every copy is rejected: which one is
+    right is unknown).
     ``data`` is indexed by bar time (a DatetimeIndex).
     """
     tf = parse_timeframe(timeframe)
     if data.empty:
         return data, []
     times = pd.DatetimeIndex(data.index)
-    o, h, lo, c = (data[col].to_numpy(dtype="float64") for col in PRICE_COLUMNS)
-    v = data["volume"].to_numpy(dtype="float64", na_value=np.nan) if "volume" in data else np.zeros(len(data))
-    reasons = np.full(len(data), "", dtype=object)
+    n = len(data)
 
-    def flag(mask: np.ndarray, reason: str) -> None:
-        fresh = mask & (reasons == "")
-        reasons[fresh] = reason
+    def column(name: str, default: float) -> np.ndarray:
+        if name not in data:
+            return np.full(n, default, dtype="float64")
+        return pd.to_numeric(data[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
-    with np.errstate(invalid="ignore"):
-        prices = np.vstack([o, h, lo, c])
-        flag(~np.isfinite(prices).all(axis=0), "NaN or infinite price")
-        flag((prices <= 0).any(axis=0), "non-positive price")
-        flag(~np.isfinite(v), "NaN or infinite volume")
-        flag(v < 0, "negative volume")
-        tol = 1e-9 * np.maximum(np.abs(h), 1.0)
-        flag(h + tol < np.maximum(o, c), "high below max(open, close)")
-        flag(lo - tol > np.minimum(o, c), "low above min(open, close)")
+    reasons = bar_problems(*(column(c, np.nan) for c in PRICE_COLUMNS), column("volume", 0.0),
+                           column("vwap", np.nan), column("trade_count", np.nan))
     keys = _keys_from_times(pd.Series(times), tf)
-    flag(pd.Series(keys).duplicated(keep=False).to_numpy(), "duplicate bar time")
+    duplicated = pd.Series(keys).duplicated(keep=False).to_numpy()
+    reasons[duplicated & (reasons == "")] = "duplicate bar time"
     bad = reasons != ""
     rejections = [(t.isoformat(), str(r)) for t, r in zip(times[bad], reasons[bad], strict=True)]
     return data[~bad], rejections

@@ -56,6 +56,8 @@ from .bars import (
     frame_from_rows,
     key_range,
     rows_of_symbol,
+    session_day_numbers,
+    is_date_only,
     key_to_date,
     normalize_bars,
     normalize_option_type,
@@ -365,7 +367,7 @@ def _norm_asset_type(asset_type: str) -> str:
 class TradingCacheManager:
     """A SQLite cache of bars, option-chain snapshots and trade history.
 
-    >>> cache = TradingCacheManager(":memory:")          # doctest: +SKIP
+    >>> cache = TradingCacheManager("/tmp/cache.db")     # doctest: +SKIP
     >>> cache.set("spy", bars_df, source="alpaca")        # doctest: +SKIP
     252
     >>> cache.get("SPY", "2025-01-01", "2025-01-31")      # doctest: +SKIP
@@ -375,6 +377,11 @@ class TradingCacheManager:
         if timeout is None or not (isinstance(timeout, (int, float)) and timeout >= 0):
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         self.timeout = float(timeout)
+        if str(db_path).strip() == ":memory:" or str(db_path).startswith("file::memory:"):
+            raise ValueError(
+                "an in-memory database cannot be shared by the manager's per-thread connections; "
+                "give a file path (a temporary file works for throw-away caches)"
+            )
         path = Path(db_path) if db_path is not None else default_db_path()
         self.db_path = path.resolve()
         self._check_file(self.db_path)
@@ -495,12 +502,13 @@ class TradingCacheManager:
         local.depth = 1
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
+            # Also when COMMIT itself fails (disk full, I/O error): never leave the
+            # transaction open, or this connection would keep the write lock.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        else:
-            conn.execute("COMMIT")
         finally:
             local.depth = 0
 
@@ -734,16 +742,24 @@ class TradingCacheManager:
         )
         return (lo if start is not None else -(2**62), hi if end is not None else 2**62)
 
+    @staticmethod
+    def _session_day_of_key(key: int, intraday: bool) -> int:
+        """Day number of the New York session date a bar key belongs to."""
+        if not intraday:
+            return key // _DAY
+        return int(session_day_numbers(pd.to_datetime([key], unit="s", utc=True))[0])
+
     def count_bars(
         self,
         symbol: str | None = None,
         start: Any = None,
         end: Any = None,
         source: str | None = None,
-        asset_type: str | None = None,
+        asset_type: str | None = "stock",
         timeframe: str | None = None,
     ) -> int:
-        """How many bars (valid or expired) :meth:`delete` with the same filters would remove."""
+        """How many bars (valid or expired) :meth:`delete` with the same filters would remove
+        (``None`` for a filter means any)."""
         total = 0
         for sid, tf_name in self._matching_series(symbol, source, asset_type, timeframe):
             lo, hi = self._open_key_range(start, end, parse_timeframe(tf_name).is_intraday)
@@ -770,15 +786,16 @@ class TradingCacheManager:
         21
         """
         removed = 0
-        epoch = date(1970, 1, 1)
-        day_lo = -(10**9) if start is None else (to_date(start) - epoch).days
-        day_hi = 10**9 if end is None else (to_date(end) - epoch).days
         with self.atomic() as conn:
             for sid, tf_name in self._matching_series(symbol, source, asset_type, timeframe):
-                lo, hi = self._open_key_range(start, end, parse_timeframe(tf_name).is_intraday)
+                intraday = parse_timeframe(tf_name).is_intraday
+                lo, hi = self._open_key_range(start, end, intraday)
                 removed += conn.execute(
                     "DELETE FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
                 ).rowcount
+                # Every session the deleted range touches loses its coverage, so a sync refills it.
+                day_lo = -(10**9) if start is None else self._session_day_of_key(lo, intraday)
+                day_hi = 10**9 if end is None else self._session_day_of_key(hi, intraday)
                 conn.execute(
                     "DELETE FROM coverage WHERE series_id = ? AND session BETWEEN ? AND ?",
                     (sid, day_lo, day_hi),
@@ -962,16 +979,13 @@ class TradingCacheManager:
             "(SELECT COUNT(*) FROM bars b WHERE b.series_id = s.series_id) FROM series s"
         ).fetchall()
         live = [s for s in series if s[5] > 0]
-        lo_hi = [(None, None)]
-        if total:
-            lo_hi = []
-            for sid, *_ in live:
-                lo, hi = conn.execute(
-                    "SELECT MIN(ts), MAX(ts) FROM bars WHERE series_id = ?", (sid,)
-                ).fetchone()
-                lo_hi.append((lo, hi))
-        starts = [d for d, _ in lo_hi if d is not None]
-        ends = [d for _, d in lo_hi if d is not None]
+        # First and last New York session dates over every series (intraday keys are instants).
+        starts, ends = [], []
+        for sid, _asset, _sym, tf_name, *_ in live:
+            lo, hi = conn.execute("SELECT MIN(ts), MAX(ts) FROM bars WHERE series_id = ?", (sid,)).fetchone()
+            intraday = parse_timeframe(tf_name).is_intraday
+            starts.append(self._session_day_of_key(lo, intraday) * _DAY)
+            ends.append(self._session_day_of_key(hi, intraday) * _DAY)
         tables = {
             name: conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
             for name in ("bars", "series", "coverage", "raw_options_chain", "trade_history")
@@ -1082,7 +1096,9 @@ class TradingCacheManager:
             v = num(name)
             if v is not None and v < 0:
                 raise ValueError(f"row {i}: {name!r} is negative")
-        under = num("underlying_price") if row.get("underlying_price") is not None else underlying
+        under = num("underlying_price")
+        if under is None:
+            under = underlying
         if under is not None and (not math.isfinite(under) or under <= 0):
             raise ValueError("underlying_price must be a positive number")
         score = num("data_quality_score")
@@ -1199,22 +1215,26 @@ class TradingCacheManager:
 
         Takes a dict or a pydantic model. A trade archived at entry (no exit yet) is updated
         at exit: only the fields given are changed. ``realized_pnl``, ``realized_pnl_pct``
-        and ``holding_period_hours`` are derived from the exit when not given.
+        (signed by the position: a short that falls gains) and ``holding_period_hours`` are
+        derived from the merged trade whenever this call does not give them, so correcting an
+        entry price later also corrects the P&L. Date-only times mean New York midnight.
         """
         record = self._trade_record(trade)
+        given = set(record)
         with self.atomic() as conn:
-            existing = conn.execute(
-                "SELECT entry_date, entry_price, quantity FROM trade_history WHERE trade_id = ?",
+            row = conn.execute(
+                f"SELECT {', '.join(TRADE_COLUMNS)} FROM trade_history WHERE trade_id = ?",
                 (record["trade_id"],),
             ).fetchone()
+            existing = None if row is None else dict(zip(TRADE_COLUMNS, row, strict=True))
             if existing is None:
                 missing = [c for c in _TRADE_REQUIRED if record.get(c) is None]
                 if missing:
                     raise ValueError(f"trade {record['trade_id']!r} is new and lacks {', '.join(missing)}")
-            else:
-                for col, value in zip(("entry_date", "entry_price", "quantity"), existing, strict=True):
-                    record.setdefault(col, value)
-            self._derive_trade_fields(record)
+            merged = {**(existing or {}), **record}
+            for name, value in self._derived_trade_fields(merged).items():
+                if name not in given:
+                    record[name] = value
             record["updated_at"] = int(now_utc().timestamp())
             cols = list(record)
             if existing is None:
@@ -1250,7 +1270,9 @@ class TradingCacheManager:
             if key == "symbol":
                 value = normalize_symbol(value)
             elif key in _TRADE_TIME_COLUMNS:
-                value = int(to_utc_datetime(value).timestamp())
+                # A bare date is that New York day's midnight, as the date filters read it.
+                value = key_range(value, value, intraday=True)[0] if is_date_only(value) \
+                    else int(to_utc_datetime(value).timestamp())
             elif key in ("entry_price", "exit_price"):
                 value = float(value)
                 if not math.isfinite(value) or value <= 0:
@@ -1273,15 +1295,16 @@ class TradingCacheManager:
         return record
 
     @staticmethod
-    def _derive_trade_fields(record: dict[str, Any]) -> None:
-        exit_price = record.get("exit_price")
-        if exit_price is None:
-            return
-        entry, qty = record["entry_price"], record["quantity"]
-        record.setdefault("realized_pnl", (exit_price - entry) * qty)
-        record.setdefault("realized_pnl_pct", (exit_price / entry - 1.0) * 100.0)
-        if record.get("exit_date") is not None:
-            record.setdefault("holding_period_hours", (record["exit_date"] - record["entry_date"]) / 3600.0)
+    def _derived_trade_fields(trade: dict[str, Any]) -> dict[str, float]:
+        """P&L, P&L % and holding hours of a (merged) trade, as far as its fields allow."""
+        out: dict[str, float] = {}
+        exit_price, entry, qty = trade.get("exit_price"), trade["entry_price"], trade["quantity"]
+        if exit_price is not None:
+            out["realized_pnl"] = (exit_price - entry) * qty
+            out["realized_pnl_pct"] = (exit_price / entry - 1.0) * 100.0 * (1.0 if qty > 0 else -1.0)
+        if trade.get("exit_date") is not None:
+            out["holding_period_hours"] = (trade["exit_date"] - trade["entry_date"]) / 3600.0
+        return out
 
     def get_trade_history(
         self,

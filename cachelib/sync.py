@@ -17,7 +17,8 @@
    in one transaction.
 5. Coverage is recorded for every *finished* session that was fetched, including sessions
    that returned no bars (a halted stock, a late listing), so the next identical call makes no
-   request at all. An unfinished session (today, intraday) is stored but not marked covered.
+   request at all. An unfinished session (today, intraday) is stored but not marked covered,
+   and so is a session with a rejected row (the next sync asks for it again).
 
 ``get_market_data`` is the cache-first read most callers want, with today's in-progress daily
 bar built from today's minute bars during regular hours (and never written to the cache).
@@ -278,11 +279,17 @@ def _store_call(
         stats["sessions_fetched"] += len(days)
         report.sessions_fetched += len(days)
         rows_per_day: dict[date, int] = defaultdict(int)
+        tainted: set[date] = set()
         good = None
         if bars is not None and len(bars):
             stats["rows_fetched"] += len(bars)
             report.rows_fetched += len(bars)
             good, rejected = split_valid_rows(bars, tf)
+            if rejected:
+                # A session with a rejected row is incomplete: store its good rows but do not
+                # mark it covered, so the next sync asks again (the vendor may fix the data).
+                bad_times = pd.to_datetime([when for when, _ in rejected], utc=True, format="ISO8601")
+                tainted = {_EPOCH + timedelta(days=int(n)) for n in session_day_numbers(bad_times)}
             # Bars of a session nobody asked for (a vendor's stray row) are not stored either.
             day_nums = session_day_numbers(good.index)
             inside = np.isin(day_nums, wanted_nums)
@@ -299,7 +306,7 @@ def _store_call(
         with cache.atomic():
             written = cache.set(sym, good, source=source, asset_type=asset_type, timeframe=timeframe) \
                 if good is not None and len(good) else 0
-            done_days = [d for d in days if d in finished]
+            done_days = [d for d in days if d in finished and d not in tainted]
             if done_days:
                 cache.record_coverage(sym, done_days, source=source, timeframe=timeframe,
                                       asset_type=asset_type, rows_per_session=rows_per_day)

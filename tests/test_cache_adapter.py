@@ -230,7 +230,8 @@ def assert_report(report, dry_run: bool) -> None:
     ]
     assert [r.path.name for r in report.failed] == [AAPL_FILE, MSFT_FILE]
     assert report.failed[0].error.startswith("bad JSON:")
-    assert report.failed[1].error == "invalid bars: some bars have 'high' below max(open, close)"
+    assert report.failed[1].error == (
+        "invalid bars: 1 invalid bar(s): high below max(open, close) (1); the first at 2024-01-04")
     assert all(r.rows == 0 for r in report.failed)
     assert report.rows_imported == 5
     as_dict = report.to_dict()
@@ -300,9 +301,9 @@ def _bar(day: str, **changes) -> dict:
         # Python's json reads the NaN literal the old cache wrote for a missing price.
         ("SPY_2024-01-02_2024-01-03_alpaca.json",
          json.dumps({"data": [_bar("2024-01-02"), _bar("2024-01-03", close=float("nan"))]}),
-         "invalid bars: 1 bar(s) have NaN or infinite 'close' prices"),
+         "invalid bars: 1 invalid bar(s): NaN or infinite price (1); the first at 2024-01-03"),
         ("SPY_2024-01-02_2024-01-02_alpaca.json", json.dumps({"data": [_bar("2024-01-02", volume=-5)]}),
-         "invalid bars: 1 bar(s) have negative volume"),
+         "invalid bars: 1 invalid bar(s): negative volume (1); the first at 2024-01-02"),
         ("SPY_2024-01-02_2024-01-02_alpaca.json", json.dumps({"data": [_bar("someday")]}),
          "invalid bars: column 'date' holds values"),
         ("SPY_2024-01-02_2024-01-02_alpaca.json",

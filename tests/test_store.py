@@ -530,3 +530,52 @@ def test_reads_inside_a_transaction_see_its_own_writes(cache):
     with cache.atomic():
         cache.set("AAPL", minute_frame("2024-03-11 13:30", 3000), source="alpaca", timeframe="1Min")
         assert len(cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")) == 3000
+
+
+def test_in_memory_databases_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="in-memory"):
+        TradingCacheManager(":memory:")
+    assert not (tmp_path / ":memory:").exists()
+
+
+def test_a_failing_commit_releases_the_transaction(cache):
+    conn = cache.conn
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError):
+        with cache.atomic():
+            conn.execute("INSERT INTO child VALUES (42)")  # fails only at COMMIT
+    assert not conn.in_transaction
+    assert cache.set("SPY", DAILY, source="alpaca") == 3  # the connection still writes
+
+
+def test_delete_from_an_instant_drops_the_coverage_of_its_new_york_session(cache):
+    cache.set("AAPL", minute_frame("2024-01-02 23:00", 120), source="alpaca", timeframe="1Min")
+    cache.record_coverage("AAPL", ["2024-01-02"], source="alpaca", timeframe="1Min")
+    # 2024-01-03 00:00 UTC is still 2024-01-02 (19:00) in New York: its after-hours bars go.
+    assert cache.delete("AAPL", start=datetime(2024, 1, 3, 0, 0), timeframe="1Min") == 60
+    assert cache.missing_sessions("AAPL", "2024-01-02", "2024-01-02", timeframe="1Min") == [date(2024, 1, 2)]
+
+
+def test_count_and_delete_select_the_same_bars(cache):
+    cache.set("SPY", DAILY, source="alpaca")
+    cache.set("SPY", DAILY, source="alpaca", asset_type="option")
+    assert cache.count_bars("SPY") == 3
+    assert cache.count_bars("SPY", asset_type=None) == 6
+    assert cache.delete("SPY") == 3
+
+
+def test_stats_date_range_uses_new_york_dates_for_intraday_bars(cache):
+    cache.set("AAPL", minute_frame("2024-01-03 00:30", 1), source="alpaca", timeframe="1Min")  # 19:30 ET Jan 2
+    assert cache.get_stats()["date_range"] == {"start": "2024-01-02", "end": "2024-01-02"}
+
+
+def test_timestamp_strings_with_offsets_across_a_dst_change(cache):
+    frame = pd.DataFrame({
+        "timestamp": ["2024-03-08T15:59:00-05:00", "2024-03-11T09:30:00-04:00"],
+        "open": [10.0, 11.0], "high": [10.0, 11.0], "low": [10.0, 11.0], "close": [10.0, 11.0], "volume": [1, 1],
+    })
+    assert cache.set("AAPL", frame, source="alpaca", timeframe="1Min") == 2
+    df = cache.get("AAPL", "2024-03-08", "2024-03-11", timeframe="1Min")
+    assert list(df.index) == [pd.Timestamp("2024-03-08 20:59", tz="UTC"), pd.Timestamp("2024-03-11 13:30", tz="UTC")]

@@ -205,3 +205,38 @@ def test_trade_stats(cache):
     assert cache.get_trade_stats(strategy="sma")["total_trades"] == 3
     assert cache.get_trade_stats(symbol="NONE")["total_trades"] == 0
     assert cache.get_trade_stats(symbol="NONE")["profit_factor"] is None
+
+
+def test_underlying_price_argument_fills_a_column_of_nans(cache):
+    chain = CHAIN.copy()
+    chain["underlying_price"] = float("nan")
+    cache.store_raw_options("AAPL", "2024-01-19", chain, underlying_price=512.3)
+    assert cache.get_raw_options("AAPL", "2024-01-19")["underlying_price"].tolist() == [512.3] * 3
+
+
+def test_date_only_trade_times_are_new_york_days(cache):
+    cache.archive_trade({"trade_id": "D", "symbol": "SPY", "entry_date": "2025-01-02", "entry_price": 100.0,
+                         "quantity": 1})
+    assert cache.get_trade_history()["entry_date"].tolist() == [pd.Timestamp("2025-01-02 05:00", tz="UTC")]
+    assert cache.get_trade_history(start="2025-01-02", end="2025-01-02")["trade_id"].tolist() == ["D"]
+    assert cache.get_trade_history(start="2025-01-01", end="2025-01-01").empty
+
+
+def test_derived_fields_follow_later_updates_and_short_positions(cache):
+    cache.archive_trade({"trade_id": "A", "symbol": "SPY", "entry_date": ENTRY, "entry_price": 100.0,
+                         "quantity": 10})
+    cache.archive_trade({"trade_id": "A", "exit_price": 110.0})           # exit price first ...
+    cache.archive_trade({"trade_id": "A", "exit_date": EXIT})             # ... exit time later
+    cache.archive_trade({"trade_id": "A", "entry_price": 105.0})          # then an entry correction
+    row = cache.get_trade_history().iloc[0]
+    assert row["realized_pnl"] == pytest.approx(50.0)
+    assert row["realized_pnl_pct"] == pytest.approx(100 * (110 / 105 - 1))
+    assert row["holding_period_hours"] == pytest.approx(3.5)
+    # A short of 10 from 100 covered at 90 gains 100 and +10 %.
+    cache.archive_trade({"trade_id": "S", "symbol": "SPY", "entry_date": ENTRY, "entry_price": 100.0,
+                         "quantity": -10, "exit_date": EXIT, "exit_price": 90.0})
+    short = cache.get_trade_history(limit=None).set_index("trade_id").loc["S"]
+    assert (short["realized_pnl"], short["realized_pnl_pct"]) == (pytest.approx(100.0), pytest.approx(10.0))
+    # Values the caller gives are kept as given.
+    cache.archive_trade({"trade_id": "S", "realized_pnl": 99.5})
+    assert cache.get_trade_history().set_index("trade_id").loc["S", "realized_pnl"] == 99.5

@@ -111,6 +111,23 @@ def test_invalid_rows_are_rejected_reported_and_never_stored(cache, stub, alpaca
     assert [r["symbol"] for r in report.rejections] == ["BAD", "BAD"]
     df = cache.get("BAD", "2024-03-01", "2024-03-31")
     assert [d.day for d in df.index] == [4, 7]
+    # The sessions with a rejected row are not marked covered: the next sync asks for them again.
+    assert cache.missing_sessions("BAD", "2024-03-04", "2024-03-07", source="alpaca") == [
+        date(2024, 3, 5), date(2024, 3, 6)]
+    stub.reset_counts()
+    again = sync_bars(cache, alpaca, ["BAD"], "2024-03-04", "2024-03-07")
+    assert (again.requests_made, again.sessions_fetched) == (1, 2)
+
+
+def test_a_row_bad_only_in_vwap_or_trade_count_is_rejected_not_fatal(cache, stub, alpaca):
+    odd = daily(date(2024, 3, 5), 50)
+    odd["n"] = -1  # a negative trade count: reject the row, keep the sync going
+    stub.add_bars("ODD", [daily(date(2024, 3, 4), 50), odd])
+    stub.add_bars("OK", [daily(date(2024, 3, 4), 60), daily(date(2024, 3, 5), 61)])
+    report = sync_bars(cache, alpaca, ["ODD", "OK"], "2024-03-04", "2024-03-05")
+    assert report.rejection_reasons() == {"negative or infinite trade_count": 1}
+    assert report.rows_written == 3
+    assert len(cache.get("OK", "2024-03-04", "2024-03-05")) == 2
 
 
 def test_authentication_failure_stores_nothing(cache, stub, alpaca):

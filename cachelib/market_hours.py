@@ -87,6 +87,10 @@ __all__ = [
     "next_session",
     "session_date",
     "today_et",
+    "SETTLE_DELAY",
+    "is_session_finished",
+    "MSG_WEEKEND",
+    "MSG_HOLIDAY",
 ]
 
 CALENDAR_NAME = "XNYS"
@@ -385,6 +389,20 @@ def session_date(ts: datetime | pd.Timestamp | str) -> date:
     datetime.date(2025, 7, 3)
     """
     return _instant(ts).astimezone(NY).date()
+
+
+#: A session's bars count as final this long after its close (vendors' late prints; Alpaca's
+#: free plan also withholds the most recent 15 minutes of SIP data).
+SETTLE_DELAY = timedelta(minutes=15)
+
+
+def is_session_finished(day: DayLike, now: datetime | None = None) -> bool:
+    """Whether session ``day`` has closed and settled (:data:`SETTLE_DELAY`) by ``now``.
+
+    >>> is_session_finished("2025-11-28", datetime(2025, 11, 28, 18, 14, tzinfo=timezone.utc))
+    False
+    """
+    return _now(now) >= session_bounds(day)[1] + SETTLE_DELAY
 
 
 def today_et(now: datetime | None = None) -> date:

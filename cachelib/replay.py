@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from cachelib.bars import normalize_symbol, parse_timeframe, to_date
-from cachelib.market_hours import is_session, session_bounds, sessions_in_range
+from cachelib.market_hours import is_session, is_session_finished, session_bounds, sessions_in_range
 from cachelib.tick_flow import Strategy, Trade, get_strategy, run_session
 
 if TYPE_CHECKING:  # the store is only used through its methods
@@ -69,7 +69,7 @@ class ReplaySummary:
     symbols: tuple[str, ...]
     start: date
     end: date
-    sessions: int  # calendar sessions in [start, end]
+    sessions: int  # finished calendar sessions in [start, end]
     sessions_replayed: int  # (symbol, session) pairs replayed
     bars: int
     trades: int
@@ -162,6 +162,12 @@ def _replay(
         raise ValueError(f"a session replay needs an intraday timeframe (e.g. 1Min), got {timeframe!r}")
     if not is_session(day):
         raise ValueError(f"{day.isoformat()} is not an NYSE session")
+    if not is_session_finished(day):
+        # Its last bars are not in yet: a replay now would close positions at a mid-session
+        # price and call it "session_close".
+        raise ValueError(
+            f"the session of {day.isoformat()} has not closed and settled yet; replay it after the close"
+        )
     frame, _, _ = _session_frame(cache, symbol, day, tf.name, source, synced)
     trades = run_session(
         session_bars(frame),
@@ -237,7 +243,8 @@ def replay_days(
     first, last = to_date(start), to_date(end)
     if last < first:
         raise ValueError(f"end ({last}) is before start ({first})")
-    days = sessions_in_range(first, last)
+    # Sessions that have not closed and settled yet are left for a later replay.
+    days = [d for d in sessions_in_range(first, last) if is_session_finished(d)]
     workers = max_workers if max_workers is not None else min(4, os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")

@@ -65,8 +65,7 @@ log = logging.getLogger("cachelib.sync")
 MAX_ROWS_PER_CALL = 500_000
 #: Minute bars a full session can have, pre- and after-hours included (04:00-20:00 ET).
 _EXTENDED_MINUTES = 960
-#: A session counts as finished (its bars final) this long after the close.
-SETTLE_DELAY = timedelta(minutes=15)
+SETTLE_DELAY = market_hours.SETTLE_DELAY
 _EPOCH = date(1970, 1, 1)
 
 

@@ -37,13 +37,13 @@ from cachelib.market_hours import (
     MSG_WEEKEND,
     get_market_status,
     is_session,
+    is_session_finished,
     previous_session,
     session_bounds,
     today_et,
 )
 from cachelib.sources import alpaca_keys_configured
 from cachelib.store import default_db_path
-from cachelib.sync import SETTLE_DELAY
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -139,7 +139,7 @@ def closed_reason(day: date) -> str | None:
 
 def session_finished(day: date, clock: datetime) -> bool:
     """Whether session ``day`` closed (and settled, as the sync counts it) by ``clock``."""
-    return clock >= session_bounds(day)[1] + SETTLE_DELAY
+    return is_session_finished(day, clock)
 
 
 def latest_finished_session(clock: datetime) -> date:

@@ -107,3 +107,18 @@ def test_bad_arguments(cache):
         replay_days(cache, ["AAPL"], "2024-03-15", "2024-03-11")
     with pytest.raises(KeyError):
         replay_day(cache, "AAPL", "2024-03-14", strategy="no_such_strategy")
+
+
+def test_an_unfinished_session_is_not_replayed(cache):
+    from datetime import datetime, timezone
+
+    from freezegun import freeze_time
+
+    with freeze_time(datetime(2024, 3, 15, 15, 0, tzinfo=timezone.utc)):  # 11:00 ET on a session day
+        with pytest.raises(ValueError, match="not closed"):
+            replay_day(cache, "AAPL", "2024-03-15", source=DemoSource(seed=5))
+        summary = replay_days(cache, ["AAPL"], "2024-03-14", "2024-03-15", source=DemoSource(seed=5))
+    assert summary.sessions == 1 and summary.sessions_replayed == 1  # only the 14th
+    history = cache.get_trade_history()
+    assert not history.empty
+    assert (history["entry_date"] < pd.Timestamp("2024-03-15", tz="UTC")).all()

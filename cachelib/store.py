@@ -53,6 +53,7 @@ from .bars import (
     NY,
     OPTION_COLUMNS,
     date_to_key,
+    frame_from_columns,
     frame_from_rows,
     key_range,
     rows_of_symbol,
@@ -326,6 +327,50 @@ def _series_id(
         (asset_type, symbol, timeframe, source),
     )
     return cur.lastrowid
+
+
+_COLUMNAR: Any = None
+_COLUMNAR_CHECKED = False
+_COLUMNAR_LOCK = threading.Lock()
+
+
+def _columnar_reader() -> Any:
+    """The ``cachelib._columnar`` extension, or ``None`` when it cannot be used safely.
+
+    Two different copies of SQLite in one process break each other's POSIX file locks
+    (https://www.sqlite.org/howtocorrupt.html, 2.2.1). The extension links the shared
+    ``libsqlite3.so.0``; it is used only when Python's own ``_sqlite3`` had already mapped that
+    same library (so both are one copy) and the versions agree.
+    """
+    global _COLUMNAR, _COLUMNAR_CHECKED
+    if _COLUMNAR_CHECKED:
+        return _COLUMNAR
+    with _COLUMNAR_LOCK:
+        if not _COLUMNAR_CHECKED:
+            _COLUMNAR = _load_columnar()
+            _COLUMNAR_CHECKED = True
+    return _COLUMNAR
+
+
+def _load_columnar() -> Any:
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            shared = "libsqlite3.so" in maps.read()  # mapped by _sqlite3 before our import
+    except OSError:
+        return None
+    if not shared:
+        log.debug("Python's sqlite3 does not use the shared libsqlite3: columnar reads off")
+        return None
+    try:
+        from . import _columnar  # type: ignore[attr-defined]
+    except ImportError:
+        log.debug("cachelib._columnar is not built: large reads use fetchall")
+        return None
+    if _columnar.libversion() != sqlite3.sqlite_version:
+        log.warning("cachelib._columnar links SQLite %s, Python uses %s: columnar reads off",
+                    _columnar.libversion(), sqlite3.sqlite_version)
+        return None
+    return _columnar
 
 
 def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
@@ -662,6 +707,13 @@ class TradingCacheManager:
         src = None if source is None else _norm_source(source)
         lo, hi = key_range(start, end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
+        if self._large_read(lo, hi, tf) and not self.conn.in_transaction:
+            series = self._series_for_read(asset, sym, tf.name, src)
+            reader = _columnar_reader()
+            if len(series) == 1 and reader is not None:
+                frame = self._columnar_read(reader, series[0][0], lo, hi, now_s, tf)
+                self._count_hit(len(frame) > 0)
+                return frame if len(frame) else None
         rows: list[tuple] = []
         if src is not None:
             sid = self._series(asset, sym, tf.name, src)
@@ -688,6 +740,32 @@ class TradingCacheManager:
             rows = [r[:8] for r in tagged]
         self._count_hit(bool(rows))
         return frame_from_rows(rows, tf) if rows else None
+
+    #: Above this many expected bars a read goes through :mod:`cachelib._columnar`.
+    COLUMNAR_MIN_ROWS = 2_000
+
+    def _large_read(self, lo: int, hi: int, tf: Any) -> bool:
+        """Could ``[lo, hi]`` hold more than :data:`COLUMNAR_MIN_ROWS` bars? (An estimate from
+        the span: 6.5 trading hours a day, 5 days a week.)"""
+        span_days = (hi - lo) / _DAY
+        per_day = 6.5 * 3600 / tf.seconds if tf.is_intraday else 1.0
+        return span_days * (5 / 7) * per_day > self.COLUMNAR_MIN_ROWS
+
+    _COLUMNAR_SQL = (
+        "SELECT ts, open, high, low, close, volume, vwap, trade_count FROM bars "
+        "WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ? ORDER BY ts"
+    )
+
+    def _columnar_read(self, reader: Any, sid: int, lo: int, hi: int, now_s: int, tf: Any) -> pd.DataFrame:
+        """A large read straight into column buffers (no Python object per value): a year of
+        minute bars costs a few tens of milliseconds instead of ~150 ms through ``fetchall``.
+        It opens its own read-only connection, so the caller must not be inside a write
+        transaction (whose rows it could not see)."""
+        uri = self.db_path.as_uri() + "?mode=ro"
+        n, buffers = reader.fetch(uri, self._COLUMNAR_SQL, (sid, lo, hi, now_s), int(self.timeout * 1000))
+        keys = np.frombuffer(buffers[0], dtype=np.int64, count=n)
+        columns = [np.frombuffer(b, dtype=np.float64, count=n) for b in buffers[1:]]
+        return frame_from_columns(keys, columns, tf)
 
     def _count_hit(self, hit: bool) -> None:
         with self._stats_lock:

@@ -579,3 +579,38 @@ def test_timestamp_strings_with_offsets_across_a_dst_change(cache):
     assert cache.set("AAPL", frame, source="alpaca", timeframe="1Min") == 2
     df = cache.get("AAPL", "2024-03-08", "2024-03-11", timeframe="1Min")
     assert list(df.index) == [pd.Timestamp("2024-03-08 20:59", tz="UTC"), pd.Timestamp("2024-03-11 13:30", tz="UTC")]
+
+
+def test_large_reads_use_the_columnar_reader_and_equal_the_plain_path(cache, monkeypatch):
+    from cachelib import store
+
+    assert store._columnar_reader() is not None, "the C reader should be built and usable here"
+    frame = minute_frame("2024-03-11 13:30", 4000)
+    frame["vwap"] = [np.nan] * 2000 + list(frame["close"].iloc[2000:])
+    frame["trade_count"] = [np.nan] * 1000 + list(range(3000))
+    frame["volume"] = [100.0] * 3999 + [0.5]
+    cache.set("AAPL", frame, source="alpaca", timeframe="1Min")
+    calls = []
+    real = TradingCacheManager._columnar_read
+    monkeypatch.setattr(TradingCacheManager, "_columnar_read",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    fast = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
+    assert calls == [1]
+    monkeypatch.setattr(TradingCacheManager, "COLUMNAR_MIN_ROWS", 10**12)
+    plain = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
+    assert calls == [1]
+    pd.testing.assert_frame_equal(fast, plain)
+    assert len(fast) == 4000 and fast["vwap"].isna().sum() == 2000 and fast["trade_count"].isna().sum() == 1000
+    assert fast["volume"].iloc[-1] == 0.5
+    assert cache.get("AAPL", "2025-01-01", "2025-12-31", timeframe="1Min") is None  # large and empty
+    assert (cache.get_stats()["hits"], cache.get_stats()["misses"]) == (2, 1)
+
+
+def test_the_columnar_reader_shares_pythons_sqlite_library():
+    import ctypes
+
+    from cachelib import store
+
+    reader = store._columnar_reader()
+    library = ctypes.CDLL("libsqlite3.so.0")  # the copy _sqlite3 already loaded
+    assert reader.libversion_address() == ctypes.cast(library.sqlite3_libversion, ctypes.c_void_p).value

@@ -518,7 +518,10 @@ def split_valid_rows(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") ->
     def column(name: str, default: float) -> np.ndarray:
         if name not in data:
             return np.full(n, default, dtype="float64")
-        return pd.to_numeric(data[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        col = data[name]
+        if col.dtype.kind in "fiu":  # plain numpy numbers: no parsing needed
+            return col.to_numpy(dtype="float64")
+        return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
     reasons = bar_problems(*(column(c, np.nan) for c in PRICE_COLUMNS), column("volume", 0.0),
                            column("vwap", np.nan), column("trade_count", np.nan))

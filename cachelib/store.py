@@ -475,20 +475,29 @@ class TradingCacheManager:
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
         # locked" at once (the busy handler is not consulted) while another process holds any
-        # lock on it - e.g. several processes opening the same new file. Retry within timeout.
+        # lock on it - e.g. several processes opening the same new file.
+        def switch() -> None:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+
+        self._while_locked(switch)
+
+    def _while_locked(self, action: Any) -> None:
+        """Run ``action``, retrying only "database is locked/busy", for at most ``timeout``."""
         deadline = time.monotonic() + max(self.timeout, 0.05)
         delay = 0.005
         while True:
             try:
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                    return
-                conn.execute("PRAGMA journal_mode = WAL")
+                action()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if time.monotonic() >= deadline:
-                    raise
+                    raise sqlite3.OperationalError(
+                        f"database is locked: {self.db_path} stayed locked for {self.timeout:.1f}s; "
+                        "raise TradingCacheManager(timeout=...)"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
 
@@ -558,24 +567,9 @@ class TradingCacheManager:
             local.depth = 0
 
     def _begin_immediate(self, conn: sqlite3.Connection) -> None:
-        # busy_timeout already waits inside SQLite; this loop only covers the rare case where
+        # busy_timeout already waits inside SQLite; the retry only covers the rare case where
         # SQLite gives up early (e.g. a WAL checkpoint race) and is bounded by ``timeout``.
-        deadline = time.monotonic() + max(self.timeout, 0.05)
-        delay = 0.005
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError(
-                        f"database is locked: {self.db_path} stayed locked for {self.timeout:.1f}s; "
-                        "raise TradingCacheManager(timeout=...)"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+        self._while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     def _migrate(self) -> None:
         conn = self.conn

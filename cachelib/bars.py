@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -38,6 +39,7 @@ __all__ = [
     "Timeframe",
     "parse_timeframe",
     "normalize_symbol",
+    "normalize_symbols",
     "to_date",
     "to_utc_datetime",
     "normalize_bars",
@@ -139,6 +141,18 @@ def normalize_symbol(symbol: str) -> str:
             f"symbol {symbol!r} has characters outside A-Z 0-9 . - / _"
         )
     return cleaned
+
+
+def normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
+    """Normalised symbols, duplicates dropped, first-seen order kept; a string may list
+    several separated by commas.
+
+    >>> normalize_symbols("spy, aapl,SPY")
+    ['SPY', 'AAPL']
+    """
+    if isinstance(symbols, str):
+        symbols = [s for s in symbols.split(",") if s.strip()]
+    return list(dict.fromkeys(normalize_symbol(s) for s in symbols))
 
 
 def to_date(value: str | date | datetime | pd.Timestamp) -> date:

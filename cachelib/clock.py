@@ -17,7 +17,10 @@ def as_utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime. A naive datetime means UTC."""
     if not isinstance(value, datetime):
         raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is timezone.utc:  # the common case on hot paths: nothing to do
+        return value
+    if tz is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
 

@@ -93,6 +93,7 @@ from cachelib.bars import (
     NY,
     OPTION_COLUMNS,
     normalize_symbol,
+    normalize_symbols,
     occ_symbol,
     parse_timeframe,
     to_date,
@@ -859,12 +860,6 @@ class DemoSource:
         return self._universe is None or symbol in self._universe
 
     @staticmethod
-    def _normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
-        if isinstance(symbols, str):
-            symbols = [s for s in symbols.split(",") if s.strip()]
-        return sorted({normalize_symbol(s) for s in symbols})
-
-    @staticmethod
     def _window(start: Any, end: Any) -> tuple[int, int]:
         """``(start_ns, end_ns)`` inclusive; date-only values are whole New York days."""
 
@@ -960,7 +955,7 @@ class DemoSource:
             raise ValueError(
                 f"unsupported timeframe {timeframe!r}: the demo source serves " + ", ".join(DEMO_TIMEFRAMES)
             )
-        names = [s for s in self._normalize_symbols(symbols) if self._serves(s)]
+        names = [s for s in sorted(normalize_symbols(symbols)) if self._serves(s)]
         lo_ns, hi_ns = self._window(start, end)
         now = self._now()
         now_ns = _to_ns(now)

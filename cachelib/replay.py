@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from cachelib.bars import normalize_symbol, parse_timeframe, to_date
+from cachelib.bars import normalize_symbol, normalize_symbols, parse_timeframe, to_date
 from cachelib.market_hours import is_session, is_session_finished, session_bounds, sessions_in_range
 from cachelib.tick_flow import Strategy, Trade, get_strategy, run_session
 
@@ -233,9 +233,7 @@ def replay_days(
     ``summary.missing`` with ``on_missing="skip"``.
     """
     strat = get_strategy(strategy)
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",") if s.strip()]
-    names = tuple(dict.fromkeys(normalize_symbol(s) for s in symbols))
+    names = tuple(normalize_symbols(symbols))
     if not names:
         raise ValueError("no symbols to replay")
     if on_missing not in ("raise", "skip"):

@@ -39,6 +39,7 @@ from cachelib.bars import (
     OPTION_COLUMNS,
     is_date_only,
     normalize_symbol,
+    normalize_symbols,
     parse_occ_symbol,
     parse_timeframe,
     to_date,
@@ -192,17 +193,6 @@ def request_window(start: Any, end: Any) -> tuple[datetime, datetime]:
     if end_dt < start_dt:
         raise ValueError(f"end ({end!r}) is before start ({start!r})")
     return start_dt, end_dt
-
-
-def _normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",") if s.strip()]
-    out: list[str] = []
-    for sym in symbols:
-        norm = normalize_symbol(sym)
-        if norm not in out:
-            out.append(norm)
-    return out
 
 
 def _bars_frame(symbols: list[str], timestamps: pd.DatetimeIndex, columns: dict[str, Any]) -> pd.DataFrame:
@@ -634,7 +624,7 @@ class AlpacaSource:
         from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
         tf = parse_timeframe(check_timeframe(timeframe))
-        syms = _normalize_symbols(symbols)
+        syms = normalize_symbols(symbols)
         start_dt, end_dt = request_window(start, end)
         if not syms:
             return empty_bars_frame()

@@ -45,6 +45,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cachelib.clock import as_utc
+
 __all__ = [
     "CacheAlreadyConfiguredError",
     "CacheNotConfiguredError",
@@ -81,18 +83,6 @@ def _new_run_id() -> str:
     return uuid4().hex
 
 
-def _to_utc(timestamp: datetime) -> datetime:
-    """A naive datetime is taken as UTC; an aware one is converted to UTC."""
-    if not isinstance(timestamp, datetime):
-        raise TypeError(f"timestamp must be a datetime, got {type(timestamp).__name__}")
-    tz = timestamp.tzinfo
-    if tz is _UTC:
-        return timestamp
-    if tz is None:
-        return timestamp.replace(tzinfo=_UTC)
-    return timestamp.astimezone(_UTC)
-
-
 class RunAnchor(BaseModel):
     """The frozen facts of the current run: *when* it is, and which run/strategy it belongs to.
 
@@ -117,7 +107,7 @@ class RunAnchor(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return _to_utc(value)
+        return as_utc(value)
 
 
 _ANCHOR_FIELDS = set(RunAnchor.model_fields)
@@ -225,7 +215,7 @@ class StrategyCache:
         if type(tick_cache) is not dict and not isinstance(tick_cache, dict):
             raise TypeError(f"tick_cache must be a dict, got {type(tick_cache).__name__}")
         if timestamp.__class__ is not datetime or timestamp.tzinfo is not _UTC:
-            timestamp = _to_utc(timestamp)
+            timestamp = as_utc(timestamp)
         if run_id is None:
             run_id = uuid4().hex
         elif type(run_id) is not str:

@@ -40,7 +40,7 @@ from . import market_hours
 from .bars import (
     BAR_COLUMNS,
     empty_bars,
-    normalize_symbol,
+    normalize_symbols,
     parse_timeframe,
     session_day_numbers,
     split_valid_rows,
@@ -186,9 +186,7 @@ def sync_bars(
     if not isinstance(cache, TradingCacheManager):
         raise ValueError(f"cache must be a TradingCacheManager, got {type(cache).__name__}")
     src_name = _source_name(source)
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",") if s.strip()]
-    syms = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+    syms = normalize_symbols(symbols)
     if not syms:
         raise ValueError("no symbols to sync")
     tf = parse_timeframe(timeframe)
@@ -326,9 +324,7 @@ def sync_option_chains(
     snapshot of the same day replaces the earlier one contract by contract.
     """
     src_name = _source_name(source)
-    if isinstance(underlyings, str):
-        underlyings = [s for s in underlyings.split(",") if s.strip()]
-    names = list(dict.fromkeys(normalize_symbol(s) for s in underlyings))
+    names = normalize_symbols(underlyings)
     if not names:
         raise ValueError("no underlyings to snapshot")
     report = OptionSyncReport(source=src_name)

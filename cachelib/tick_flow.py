@@ -50,6 +50,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cachelib.clock import as_utc
 from cachelib.strategy_cache import (
     IStrategyCache,
     StrategyCache,
@@ -145,20 +146,9 @@ def _check_event_name(name: object) -> str:
     return name
 
 
-def _as_utc(value: datetime) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    tz = value.tzinfo
-    if tz is _UTC:
-        return value
-    if tz is None:
-        return value.replace(tzinfo=_UTC)
-    return value.astimezone(_UTC)
-
-
 def _utc_fields(*names: str) -> Any:
     """A field validator: the named datetime fields become aware UTC (a naive value means UTC)."""
-    return field_validator(*names)(classmethod(lambda cls, value: _as_utc(value)))
+    return field_validator(*names)(classmethod(lambda cls, value: as_utc(value)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,7 +373,7 @@ def make_trade_id(strategy_name: str, symbol: str, entry_date: datetime) -> str:
     >>> make_trade_id("sma_crossover", "AAPL", datetime(2024, 3, 15, 14, 5, tzinfo=timezone.utc))
     'sma_crossover:AAPL:2024-03-15T14:05:00+00:00'
     """
-    return f"{strategy_name}:{symbol}:{_as_utc(entry_date).isoformat()}"
+    return f"{strategy_name}:{symbol}:{as_utc(entry_date).isoformat()}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1213,7 +1203,7 @@ def run_session(
             # the trusted hot path, inlined: one tick object, no validation pass
             ts, o, h, lo, c, v = bar
             if ts.tzinfo is not _UTC:
-                ts = _as_utc(ts)
+                ts = as_utc(ts)
             tick = _trusted_tick(symbol, ts, o, h, lo, c, v)
         else:
             tick = _to_tick(bar, symbol, validate)
@@ -1248,7 +1238,7 @@ def _to_tick(bar: BarInput, symbol: str, validate: bool) -> RawTick:
         ts, o, h, lo, c, v = bar
         if validate:
             return RawTick(symbol=symbol, timestamp=ts, open=o, high=h, low=lo, close=c, volume=v)
-        return _trusted_tick(symbol, _as_utc(ts), o, h, lo, c, v)
+        return _trusted_tick(symbol, as_utc(ts), o, h, lo, c, v)
     raise TypeError(
         f"a bar must be a RawTick or a (timestamp, o, h, l, c, v) tuple, got {type(bar).__name__}"
     )

@@ -1,7 +1,8 @@
 """cachelib: a local, trustworthy cache of US stock bars and option chains.
 
-The public names below are imported lazily, so ``import cachelib`` stays cheap and a
-script that only needs the calendar never loads the SDK::
+``import cachelib`` loads pandas and the calendar module at once (about 0.3 s), so that a
+test may freeze time with freezegun right after it (see below). The other public names are
+imported on first use, so a script that only needs the calendar never loads the SDK::
 
     from cachelib import TradingCacheManager, is_market_hours
 """
@@ -11,12 +12,26 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# Loaded now, not on first use: freezegun replaces ``datetime.datetime`` while time is
+# frozen, and pandas' Cython extensions imported for the first time under a freeze bind to
+# that fake class ("datetime.datetime size changed") and crash the interpreter. Users
+# ``import cachelib`` and then freeze time, so every C extension that reads the datetime
+# type is imported here: pandas (and numpy with it), and through ``market_hours``
+# exchange_calendars. The other lazy modules (store, sources, sync, ...) add no such
+# extension (alpaca-py's pydantic-core takes datetime through the C capsule, which freezegun
+# does not replace); tests/test_freezegun_fresh.py checks every public name in a fresh process.
+import pandas as _pandas  # noqa: F401
+
+from cachelib import market_hours as _market_hours  # noqa: F401,E402
+
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # the SQLite store
     "TradingCacheManager": "cachelib.store",
     "DatabaseFileError": "cachelib.store",
+    "CacheNotFoundError": "cachelib.store",
+    "database_files": "cachelib.store",
     "SOURCE_PRIORITY": "cachelib.store",
     # bars
     "BAR_COLUMNS": "cachelib.bars",

@@ -25,6 +25,10 @@ Design (see README "Library API" for usage)
 * **Schema versions** are ``PRAGMA user_version`` with a forward-only registry
   (:data:`MIGRATIONS`). Version 1 also imports the rows of the seed's ``market_cache`` table
   when an old file has one.
+* **Only our files are touched.** Ours carry ``PRAGMA application_id`` :data:`APPLICATION_ID`
+  (older ones are recognised by their tables and marked). Anything else at ``db_path`` is
+  inspected read-only (``immutable``) and refused with :class:`DatabaseFileError`, byte-identical.
+  A file or folder we cannot write is opened read-only: reads work, writes say why they cannot.
 
 Source priority: when ``get(source=None)`` finds the same bar from several sources it returns
 one row per bar, from the first source in :data:`SOURCE_PRIORITY` (unknown sources rank after
@@ -36,12 +40,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import os
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +56,26 @@ import pandas as pd
 
 from . import market_hours
 from .bars import (
+    KEY_MAX,
+    KEY_MIN,
     NY,
     OPTION_COLUMNS,
+    check_count,
+    check_number,
+    clamp_key,
+    parse_occ_symbol,
+    range_end_key,
+    range_start_key,
     date_to_key,
     frame_from_columns,
     frame_from_rows,
     key_range,
     rows_of_symbol,
-    session_day_numbers,
-    is_date_only,
     key_to_date,
     normalize_bars,
     normalize_option_type,
     normalize_symbol,
+    normalize_symbols,
     occ_symbol,
     parse_timeframe,
     to_date,
@@ -73,6 +86,9 @@ from .clock import now_utc
 __all__ = [
     "TradingCacheManager",
     "DatabaseFileError",
+    "CacheNotFoundError",
+    "APPLICATION_ID",
+    "database_files",
     "SOURCE_PRIORITY",
     "SQLITE_SETTINGS",
     "SCHEMA_VERSION",
@@ -99,6 +115,19 @@ RECENT_TTL = timedelta(hours=24)
 RECENT_AGE_DAYS = 2  # age >= 2 calendar days (New York) is historical
 _DAY = 86_400
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_SQLITE_HEADER_BYTES = 100
+
+#: ``PRAGMA application_id`` of our files ("CACH"): a file with another non-zero id, or with
+#: tables that are not ours, belongs to another application and is never written to.
+APPLICATION_ID = 0x43414348
+
+#: The sidecar files SQLite keeps next to the database (WAL, its index, rollback journal).
+_SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+#: Longest ``timeout`` SQLite's ``busy_timeout`` (a C int of milliseconds) can hold.
+_MAX_TIMEOUT_S = (2**31 - 1) // 1000
+#: How long ``vacuum`` may hold the write lock waiting for readers before it checkpoints
+#: what it can instead (a concurrent writer waits at most about this long for it).
+_CHECKPOINT_WAIT_S = 0.2
 
 TRADE_COLUMNS: tuple[str, ...] = (
     "trade_id",
@@ -121,15 +150,176 @@ TRADE_COLUMNS: tuple[str, ...] = (
 )
 _TRADE_TIME_COLUMNS = ("entry_date", "exit_date")
 _TRADE_REQUIRED = ("trade_id", "symbol", "entry_date", "entry_price", "quantity")
+MAX_TRADE_QUANTITY = 1e15  # shares or contracts in one trade: far beyond any real order
+MAX_TRADE_ID_LENGTH = 200
 
 
 class DatabaseFileError(ValueError):
     """The file at ``db_path`` is not a usable cache database (it is left untouched)."""
 
 
+class CacheNotFoundError(DatabaseFileError):
+    """``create=False`` and there is no cache at ``db_path`` (nothing was created)."""
+
+
 def default_db_path() -> Path:
     """``$TRADING_CACHE_DB``, else ``.cache/trading_cache.db`` in the working directory."""
     return Path(os.environ.get("TRADING_CACHE_DB") or Path(".cache") / "trading_cache.db")
+
+
+def _as_path(db_path: Any) -> Path:
+    """``db_path`` as a :class:`Path`, or a ``ValueError`` saying what was wrong with it.
+
+    ``str``, ``bytes`` and ``os.PathLike`` are paths; anything else (``123``, ``True``) is
+    refused here rather than as a ``TypeError`` deep inside ``pathlib`` or ``sqlite3``.
+    """
+    if db_path is None:
+        return default_db_path()
+    try:
+        raw = os.fspath(db_path)
+    except TypeError:
+        raise ValueError(
+            f"db_path must be a file path (str, bytes or os.PathLike), got {type(db_path).__name__} "
+            f"{db_path!r}"
+        ) from None
+    text = os.fsdecode(raw)
+    if not text.strip():
+        raise ValueError("db_path is empty; give a file path such as .cache/trading_cache.db")
+    if "\x00" in text:
+        raise ValueError(f"db_path {text!r} contains a NUL byte; give a plain file path")
+    if text.strip() == ":memory:" or text.startswith("file::memory:"):
+        raise ValueError(
+            "an in-memory database cannot be shared by the manager's per-thread connections; "
+            "give a file path (a temporary file works for throw-away caches)"
+        )
+    return Path(text)
+
+
+def database_files(db_path: str | bytes | os.PathLike[str]) -> tuple[Path, ...]:
+    """The real paths (symlinks resolved) of the database at ``db_path`` and of its sidecars
+    ``-wal``, ``-shm`` and ``-journal``, whether they exist or not.
+
+    SQLite names the sidecars after the *resolved* database path, so a command that must
+    never write over the cache (``export --output``) compares resolved output paths with these.
+    """
+    try:
+        path = _as_path(db_path).resolve()
+        sidecars = [Path(f"{path}{suffix}").resolve() for suffix in _SIDECAR_SUFFIXES]
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise DatabaseFileError(f"cannot resolve {db_path!r}: {exc}; check the path") from None
+    return (path, *sidecars)
+
+
+def _file_error(path: Path, exc: sqlite3.Error, read_only_reason: str | None = None) -> Exception:
+    """The :class:`DatabaseFileError` for a SQLite error that is about the *file* (damaged,
+    read-only, cannot be opened), naming the path and what to do; other errors are returned
+    as they are (a broken query must stay visible as itself)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return DatabaseFileError(
+            f"{path} is damaged or not a SQLite database ({exc}); it was left as it is. Restore it "
+            "from a backup, or move it away and sync again to rebuild the cache"
+        )
+    if name.startswith("SQLITE_READONLY"):
+        why = read_only_reason or str(exc)
+        return DatabaseFileError(
+            f"{path} is read-only ({why}); reads work, but writing needs a writable file and folder: "
+            "fix the permissions, or choose another --db-path or TRADING_CACHE_DB"
+        )
+    if name.startswith("SQLITE_CANTOPEN"):
+        return DatabaseFileError(
+            f"cannot open {path} ({exc}); check that the file and its folder exist and are accessible"
+        )
+    return exc
+
+
+def _raise_file_error(conn: Any, exc: sqlite3.Error) -> None:
+    err = _file_error(conn.db_path, exc, conn.read_only_reason) if isinstance(conn, _Connection) else exc
+    if err is exc:
+        raise exc
+    raise err from None
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose file-level failures become :class:`DatabaseFileError` (see :func:`_file_error`).
+
+    A damaged page is often only met while stepping through rows, so fetches are covered too.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        try:
+            return super().fetchmany(size)
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            _raise_file_error(self.connection, exc)
+            raise
+
+
+class _Connection(sqlite3.Connection):
+    """The manager's connections: statements run on :class:`_Cursor`, so a damaged or read-only
+    file raises :class:`DatabaseFileError` naming ``db_path`` wherever it is first met."""
+
+    db_path: Path = Path()
+    read_only_reason: str | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self.cursor(_Cursor).execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self.cursor(_Cursor).executemany(sql, parameters)
+
+
+#: The longest ``ttl_hours`` accepted: 100 years (the default for history is 10 years).
+MAX_TTL_HOURS = 100 * 8766
+
+
+def check_ttl_hours(ttl_hours: Any) -> float:
+    """``ttl_hours`` as a float in ``0..MAX_TTL_HOURS``; ``ValueError`` naming it otherwise
+    (bools, strings, NaN, infinity, negative or absurdly large values such as 1e300, which
+    would overflow the integer expiry)."""
+    if isinstance(ttl_hours, (bool, np.bool_)) or not isinstance(ttl_hours, numbers.Real):
+        raise ValueError(
+            f"ttl_hours must be a number of hours (0 to {MAX_TTL_HOURS}), got {type(ttl_hours).__name__} "
+            f"{ttl_hours!r}"
+        )
+    ttl = float(ttl_hours)
+    if not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_HOURS):
+        raise ValueError(f"ttl_hours must be a number of hours from 0 to {MAX_TTL_HOURS} (100 years), got {ttl_hours!r}")
+    return ttl
 
 
 def ttl_expiry(session_days: np.ndarray, now: datetime, ttl_hours: float | None = None) -> np.ndarray:
@@ -140,9 +330,7 @@ def ttl_expiry(session_days: np.ndarray, now: datetime, ttl_hours: float | None 
     """
     now_s = int(now.timestamp())
     if ttl_hours is not None:
-        ttl = float(ttl_hours)
-        if not math.isfinite(ttl) or ttl < 0:
-            raise ValueError(f"ttl_hours must be a finite number >= 0, got {ttl_hours!r}")
+        ttl = check_ttl_hours(ttl_hours)
         return np.full(len(session_days), now_s + int(ttl * 3600), dtype=np.int64)
     today = market_hours.today_et(now)
     today_n = (today - date(1970, 1, 1)).days
@@ -242,6 +430,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         CREATE INDEX IF NOT EXISTS idx_trade_symbol_entry ON trade_history (symbol, entry_date);
         """
     )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # marks the file as ours
     has_seed = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'market_cache'"
     ).fetchone()
@@ -385,6 +574,13 @@ def _maybe(normalise: Any, value: Any) -> Any:
     return None if value is None else normalise(value)
 
 
+def _given(value: Any) -> bool:
+    """False for the ways a frame says "no value": None, NaN, NaT, pd.NA."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
+
+
 def _source_rank(source: str) -> tuple[int, str]:
     try:
         return (SOURCE_PRIORITY.index(source), source)
@@ -418,50 +614,285 @@ class TradingCacheManager:
     >>> cache.get("SPY", "2025-01-01", "2025-01-31")      # doctest: +SKIP
     """
 
-    def __init__(self, db_path: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> None:
-        if timeout is None or not (isinstance(timeout, (int, float)) and timeout >= 0):
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        self.timeout = float(timeout)
-        if str(db_path).strip() == ":memory:" or str(db_path).startswith("file::memory:"):
+    def __init__(
+        self,
+        db_path: str | bytes | os.PathLike[str] | None = None,
+        timeout: float = 5.0,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        """Open the cache at ``db_path`` (default :func:`default_db_path`).
+
+        ``create=False`` (read-only commands): a missing file raises :class:`CacheNotFoundError`
+        and nothing is created, so a mistyped path is an error instead of a new empty cache.
+        ``read_only=True``, or a file or folder this process cannot write, opens the cache for
+        reading: reads work, every write raises :class:`DatabaseFileError`.
+        Anything at ``db_path`` that is not a usable cache of ours (another application's
+        database, a damaged file, a directory, a device) raises :class:`DatabaseFileError`
+        naming the path, and is left byte-identical.
+        """
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 <= timeout <= _MAX_TIMEOUT_S
+        ):
             raise ValueError(
-                "an in-memory database cannot be shared by the manager's per-thread connections; "
-                "give a file path (a temporary file works for throw-away caches)"
+                f"timeout must be a number of seconds from 0 to {_MAX_TIMEOUT_S}, got {timeout!r}"
             )
-        path = Path(db_path) if db_path is not None else default_db_path()
-        self.db_path = path.resolve()
-        self._check_file(self.db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = float(timeout)
+        path = _as_path(db_path)
+        try:
+            self.db_path = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise DatabaseFileError(f"cannot resolve {path}: {exc}; check the path") from None
         self._local = threading.local()
         self._series_cache: dict[tuple[str, str, str, str], int] = {}
         self._stats_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-        self._migrate()
+        self._read_only_reason: str | None = "opened with read_only=True" if read_only else None
+        self._creating = False
+        if not self._check_file(self.db_path):
+            if not create or read_only:
+                raise CacheNotFoundError(
+                    f"no cache at {self.db_path}; check --db-path / TRADING_CACHE_DB (nothing was "
+                    "created), or run a command that writes, such as sync, to create it"
+                )
+            self._make_parent_folder()
+            self._creating = True  # only the first connection may create the file
+        elif not read_only:
+            self._read_only_reason = self._why_not_writable()
+            if self._read_only_reason:
+                log.info("%s opened read-only: %s", self.db_path, self._read_only_reason)
+        try:
+            self._migrate()
+        finally:
+            self._creating = False
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this manager can only read (see ``__init__``)."""
+        return self._read_only_reason is not None
+
+    # -- the file: checks before anything is written ------------------------------------------
+
+    def _check_file(self, path: Path) -> bool:
+        """Whether a cache exists at ``path``; raises :class:`DatabaseFileError` when what is
+        there is not a usable cache of ours.
+
+        Only reads (the header, then the schema through a read-only ``immutable`` connection),
+        so a file that is refused stays byte-identical and gets no ``-wal``/``-shm``.
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            raise DatabaseFileError(
+                f"{path} cannot exist: a parent of it is a file, not a folder; choose another "
+                "--db-path or TRADING_CACHE_DB"
+            ) from None
+        except OSError as exc:
+            raise DatabaseFileError(
+                f"cannot access {path} ({exc.strerror}); check the path and the permissions of its folders"
+            ) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise DatabaseFileError(
+                f"{path} is a directory, not a SQLite database file; give a file path such as "
+                f"{path / 'trading_cache.db'}"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise DatabaseFileError(
+                f"{path} is not a regular file (a device, pipe or socket); give the path of a "
+                "database file with --db-path or TRADING_CACHE_DB"
+            )
+        if st.st_size == 0:
+            return True  # an empty file is a new cache
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_SQLITE_HEADER_BYTES)
+        except OSError as exc:
+            raise DatabaseFileError(
+                f"cannot read {path} ({exc.strerror}); check its permissions"
+            ) from None
+        damaged = (
+            f"it was left as it is. Restore {path.name} from a backup, or move it away and sync "
+            "again to rebuild the cache"
+        )
+        if not head.startswith(_SQLITE_MAGIC):
+            if _SQLITE_MAGIC.startswith(head):
+                raise DatabaseFileError(f"{path} is truncated ({st.st_size} bytes); {damaged}")
+            raise DatabaseFileError(
+                f"{path} is not a SQLite database (left untouched); choose another --db-path "
+                "or TRADING_CACHE_DB"
+            )
+        if len(head) < _SQLITE_HEADER_BYTES:
+            raise DatabaseFileError(f"{path} is truncated ({st.st_size} bytes); {damaged}")
+        page_size = int.from_bytes(head[16:18], "big")
+        page_size = 65_536 if page_size == 1 else page_size
+        if page_size < 512 or page_size & (page_size - 1):
+            raise DatabaseFileError(f"{path} is damaged (page size {page_size} in its header); {damaged}")
+        # Without a -wal or -journal nobody is writing it, so the file must hold whole pages, as
+        # many as its header says (when that count is valid: change counter == version-valid-for).
+        if not any(Path(f"{path}{s}").exists() for s in ("-wal", "-journal")):
+            pages = int.from_bytes(head[28:32], "big") if head[24:28] == head[92:96] else 0
+            if st.st_size % page_size or pages * page_size > st.st_size:
+                raise DatabaseFileError(
+                    f"{path} is truncated ({st.st_size} bytes, expected {max(pages, 1) * page_size} "
+                    f"or a multiple of {page_size}); {damaged}"
+                )
+        app_id = int.from_bytes(head[68:72], "big")
+        version = int.from_bytes(head[60:64], "big", signed=True)
+        if app_id not in (0, APPLICATION_ID):
+            raise self._foreign(path, f"its SQLite application_id is {app_id:#010x}")
+        if app_id == 0:
+            # Files of ours made before the id existed have it 0: recognise them by their tables.
+            version, tables = self._inspect_schema(path)
+            # An empty file is a new cache; a schema version without our tables is not ours.
+            if (tables or 0 < version <= SCHEMA_VERSION) and not self._tables_are_ours(tables, version):
+                what = ", ".join(sorted(tables)) or f"none, at user_version {version}"
+                raise self._foreign(path, f"its tables ({what}) are not a cache's")
+        if version > SCHEMA_VERSION:
+            raise self._newer(version)
+        return True
+
+    @staticmethod
+    def _foreign(path: Path, why: str) -> DatabaseFileError:
+        return DatabaseFileError(
+            f"{path} belongs to another application ({why}) and was left untouched; choose "
+            "another --db-path or TRADING_CACHE_DB"
+        )
+
+    def _newer(self, version: int) -> DatabaseFileError:
+        return DatabaseFileError(
+            f"{self.db_path} has schema version {version}, newer than this cachelib "
+            f"understands ({SCHEMA_VERSION}); upgrade cachelib"
+        )
+
+    def _inspect_schema(self, path: Path) -> tuple[int, dict[str, set[str]]]:
+        """``(user_version, {table: column names})`` of the file, read without writing anything.
+
+        ``immutable=1`` takes no lock and creates no ``-wal``/``-shm``; it is used only when no
+        ``-wal``/``-journal`` exists (nobody is writing). Otherwise the file is in use, its
+        sidecars exist, and a plain ``mode=ro`` connection reads it with its WAL.
+        """
+        in_use = any(Path(f"{path}{s}").exists() for s in ("-wal", "-journal"))
+        uri = path.as_uri() + ("?mode=ro" if in_use else "?mode=ro&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                names = [r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
+                )]
+                tables = {n: {r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?)", (n,))}
+                          for n in names}
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            err = _file_error(path, exc)
+            if err is exc:
+                raise DatabaseFileError(f"cannot read the schema of {path} ({exc}); check the file") from None
+            raise err from None
+        return version, tables
+
+    #: Columns that identify our layout, and the seed's legacy ``market_cache`` layout.
+    _OUR_TABLES: dict[str, set[str]] = {
+        "series": {"series_id", "asset_type", "symbol", "timeframe", "source"},
+        "bars": {"series_id", "ts", "open", "high", "low", "close", "volume", "expires_at"},
+    }
+    _SEED_TABLE = ("market_cache", {"asset_type", "symbol", "trading_date", "source", "open", "high",
+                                    "low", "close", "volume", "vwap", "transactions", "expires_at"})
+
+    @classmethod
+    def _tables_are_ours(cls, tables: dict[str, set[str]], version: int) -> bool:
+        """Ours: our ``series``/``bars`` at a schema version we wrote, or the seed's layout."""
+        if version >= 1:
+            return all(cols <= tables.get(name, set()) for name, cols in cls._OUR_TABLES.items())
+        name, cols = cls._SEED_TABLE
+        return version == 0 and cols <= tables.get(name, set())
+
+    def _make_parent_folder(self) -> None:
+        folder = self.db_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseFileError(
+                f"cannot create the folder {folder} for {self.db_path} ({exc.strerror or exc}); choose "
+                "another --db-path or TRADING_CACHE_DB"
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DatabaseFileError(
+                f"cannot create {self.db_path}: its folder is not writable; choose another --db-path "
+                "or TRADING_CACHE_DB"
+            )
+
+    def _why_not_writable(self) -> str | None:
+        """Why this process cannot write the existing cache, or ``None`` when it can."""
+        if not os.access(self.db_path, os.W_OK):
+            return "the file is not writable"
+        folder = self.db_path.parent
+        sidecars = [Path(f"{self.db_path}{s}") for s in ("-wal", "-shm")]
+        if not os.access(folder, os.W_OK | os.X_OK) and not all(p.exists() for p in sidecars):
+            return f"its folder {folder} is not writable, so SQLite cannot create the -wal/-shm files"
+        return None
+
+    def _read_only_error(self) -> DatabaseFileError:
+        return DatabaseFileError(
+            f"{self.db_path} is read-only ({self._read_only_reason}); reads work, but writing needs a "
+            "writable file and folder: fix the permissions, or choose another --db-path or TRADING_CACHE_DB"
+        )
 
     # -- connections and transactions ------------------------------------------------------
 
-    @staticmethod
-    def _check_file(path: Path) -> None:
-        if path.exists():
-            if path.is_dir():
-                raise DatabaseFileError(f"{path} is a directory, not a SQLite database file")
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-            if head and head != _SQLITE_MAGIC:
-                raise DatabaseFileError(
-                    f"{path} is not a SQLite database (left untouched); choose another --db-path "
-                    "or TRADING_CACHE_DB"
-                )
+    def _read_uri(self) -> str:
+        """The URI of a read-only connection to the cache (``?mode=ro``, percent-quoted path).
+
+        A WAL database can be read without creating its -wal/-shm only as "immutable", which
+        is safe only while nobody can write it: no -wal exists and the folder is not writable
+        for us, so we cannot create one (another user who may write the folder could; SQLite
+        itself refuses to read then, we read the file as it is). Checked per connection.
+        """
+        uri = self.db_path.as_uri() + "?mode=ro"
+        if not Path(f"{self.db_path}-wal").exists() and not os.access(self.db_path.parent, os.W_OK | os.X_OK):
+            uri += "&immutable=1"
+        return uri
+
+    def _columnar_error(self, exc: RuntimeError) -> Exception:
+        """The columnar reader's failures carry only SQLite's message: map the file-level ones."""
+        text = str(exc)
+        for marker, name in (("malformed", "SQLITE_CORRUPT"), ("not a database", "SQLITE_NOTADB"),
+                             ("unable to open", "SQLITE_CANTOPEN"), ("readonly", "SQLITE_READONLY")):
+            if marker in text:
+                error = sqlite3.DatabaseError(text)
+                error.sqlite_errorname = name
+                return _file_error(self.db_path, error, self._read_only_reason)
+        return exc
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
+        if self._read_only_reason:
+            uri = self._read_uri()
+        else:
+            uri = self.db_path.as_uri()
+            # Only the constructor creates the file; later a vanished file is an error, not a new cache.
+            uri += "?mode=rwc" if self._creating else "?mode=rw"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False,
+                factory=_Connection,
+            )
+        except sqlite3.Error as exc:
+            err = _file_error(self.db_path, exc, self._read_only_reason)
+            raise (err if err is not exc else DatabaseFileError(f"cannot open {self.db_path} ({exc})")) from None
+        conn.db_path = self.db_path
+        conn.read_only_reason = self._read_only_reason
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             for name, value in SQLITE_SETTINGS.items():
                 if name == "journal_mode":
-                    self._enable_wal(conn)
+                    if not self._read_only_reason:
+                        self._enable_wal(conn)
                 else:
                     conn.execute(f"PRAGMA {name} = {value}")
         except sqlite3.OperationalError:
@@ -470,6 +901,9 @@ class TradingCacheManager:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise DatabaseFileError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
@@ -535,6 +969,8 @@ class TradingCacheManager:
                 cache.set("AAPL", df, source="alpaca")
                 cache.record_coverage("AAPL", sessions, source="alpaca")
         """
+        if self._read_only_reason:
+            raise self._read_only_error()
         conn = self.conn
         local = self._local
         if local.depth:
@@ -572,26 +1008,42 @@ class TradingCacheManager:
         self._while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION` and mark it with :data:`APPLICATION_ID`
+        (files of ours made before the id existed have 0), all in one transaction."""
         conn = self.conn
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version, app_id = self._version_and_id(conn)
         except sqlite3.DatabaseError as exc:
             raise DatabaseFileError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
         if version > SCHEMA_VERSION:
-            raise DatabaseFileError(
-                f"{self.db_path} has schema version {version}, newer than this cachelib "
-                f"understands ({SCHEMA_VERSION}); upgrade cachelib"
-            )
-        if version == SCHEMA_VERSION:
+            raise self._newer(version)
+        if version == SCHEMA_VERSION and app_id == APPLICATION_ID:
             return
+        if self._read_only_reason:
+            if version == SCHEMA_VERSION:
+                return  # readable as it is; the id is written by the first writer
+            raise DatabaseFileError(
+                f"{self.db_path} is read-only ({self._read_only_reason}) and at schema v{version}, "
+                f"older than this cachelib's v{SCHEMA_VERSION}; open it once with write access to "
+                "upgrade it"
+            )
         with self.atomic():
             # Re-read inside the write lock: another process may have migrated meanwhile.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version, app_id = self._version_and_id(conn)
+            if app_id not in (0, APPLICATION_ID):
+                raise self._foreign(self.db_path, f"its SQLite application_id is {app_id:#010x}")
             for target, description, migrate in MIGRATIONS:
                 if target > version:
                     log.info("migrating %s to schema v%d: %s", self.db_path, target, description)
                     migrate(conn)
                     conn.execute(f"PRAGMA user_version = {target}")
+            if app_id != APPLICATION_ID:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    @staticmethod
+    def _version_and_id(conn: sqlite3.Connection) -> tuple[int, int]:
+        return (conn.execute("PRAGMA user_version").fetchone()[0],
+                conn.execute("PRAGMA application_id").fetchone()[0])
 
     @property
     def schema_version(self) -> int:
@@ -755,8 +1207,14 @@ class TradingCacheManager:
         minute bars costs a few tens of milliseconds instead of ~150 ms through ``fetchall``.
         It opens its own read-only connection, so the caller must not be inside a write
         transaction (whose rows it could not see)."""
-        uri = self.db_path.as_uri() + "?mode=ro"
-        n, buffers = reader.fetch(uri, self._COLUMNAR_SQL, (sid, lo, hi, now_s), int(self.timeout * 1000))
+        try:
+            n, buffers = reader.fetch(self._read_uri(), self._COLUMNAR_SQL, (sid, lo, hi, now_s),
+                                      int(self.timeout * 1000))
+        except RuntimeError as exc:
+            err = self._columnar_error(exc)
+            if err is exc:
+                raise
+            raise err from None
         keys = np.frombuffer(buffers[0], dtype=np.int64, count=n)
         columns = [np.frombuffer(b, dtype=np.float64, count=n) for b in buffers[1:]]
         return frame_from_columns(keys, columns, tf)
@@ -807,19 +1265,20 @@ class TradingCacheManager:
     @staticmethod
     def _open_key_range(start: Any, end: Any, intraday: bool) -> tuple[int, int]:
         """Like :func:`~cachelib.bars.key_range`, but either bound may be ``None`` (open)."""
-        lo, hi = key_range(
-            start if start is not None else "1900-01-01",
-            end if end is not None else "2200-01-01",
-            intraday,
-        )
-        return (lo if start is not None else -(2**62), hi if end is not None else 2**62)
+        if start is not None and end is not None:
+            return key_range(start, end, intraday)
+        lo = KEY_MIN if start is None else clamp_key(range_start_key(start, intraday))
+        hi = KEY_MAX if end is None else clamp_key(range_end_key(end, intraday))
+        return lo, hi
 
     @staticmethod
     def _session_day_of_key(key: int, intraday: bool) -> int:
         """Day number of the New York session date a bar key belongs to."""
         if not intraday:
             return key // _DAY
-        return int(session_day_numbers(pd.to_datetime([key], unit="s", utc=True))[0])
+        # Python's datetime, not pandas': valid for every key, KEY_MIN and KEY_MAX included.
+        when = datetime.fromtimestamp(key, timezone.utc).astimezone(NY)
+        return (when.date() - date(1970, 1, 1)).days
 
     def count_bars(
         self,
@@ -894,7 +1353,16 @@ class TradingCacheManager:
         sym = normalize_symbol(symbol)
         src = _norm_source(source)
         tf = parse_timeframe(timeframe)
-        days = sorted({to_date(s) for s in sessions})
+        asset = _norm_asset_type(asset_type)
+        if isinstance(sessions, (str, date)) or not isinstance(sessions, Iterable):
+            raise ValueError(f"sessions must be a list of dates, got {type(sessions).__name__} {sessions!r}")
+        days = sorted({to_date(s, "session") for s in sessions})
+        counts: dict[date, int] = {}
+        if rows_per_session is not None:
+            if not isinstance(rows_per_session, Mapping):
+                raise ValueError("rows_per_session must map session dates to row counts")
+            for day, n in rows_per_session.items():
+                counts[to_date(day, "rows_per_session key")] = check_count(n, f"rows_per_session[{day!r}]") or 0
         if not days:
             return 0
         not_sessions = [d for d in days if not market_hours.is_session(d)]
@@ -903,14 +1371,13 @@ class TradingCacheManager:
         now = now_utc()
         day_nums = np.array([(d - date(1970, 1, 1)).days for d in days], dtype=np.int64)
         expiry = ttl_expiry(day_nums, now, ttl_hours)
-        counts = rows_per_session or {}
         now_s = int(now.timestamp())
         with self.atomic() as conn:
-            sid = self._series(_norm_asset_type(asset_type), sym, tf.name, src, create=True)
+            sid = self._series(asset, sym, tf.name, src, create=True)
             conn.executemany(
                 "INSERT OR REPLACE INTO coverage VALUES (?,?,?,?,?)",
                 [
-                    (sid, int(n), int(counts.get(d, 0)), now_s, int(e))
+                    (sid, int(n), counts.get(d, 0), now_s, int(e))
                     for d, n, e in zip(days, day_nums, expiry, strict=True)
                 ],
             )
@@ -946,9 +1413,10 @@ class TradingCacheManager:
     ) -> dict[str, list[date]]:
         """:meth:`missing_sessions` for many symbols at once (a fully covered range costs one
         grouped COUNT query, which keeps a no-op re-sync of 100 symbols in milliseconds)."""
-        syms = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+        syms = normalize_symbols(symbols)  # also a "SPY,AAPL" string, never its letters
         tf = parse_timeframe(timeframe)
-        sessions = market_hours.sessions_in_range(to_date(start), to_date(end))
+        key_range(start, end, tf.is_intraday)  # the bounds' rules (and order) of every range
+        sessions = market_hours.sessions_in_range(to_date(start, "start"), to_date(end, "end"))
         result: dict[str, list[date]] = {s: list(sessions) for s in syms}
         if not sessions or not syms:
             return result
@@ -1015,19 +1483,52 @@ class TradingCacheManager:
         return removed
 
     def vacuum(self) -> int:
-        """Checkpoint the WAL and rebuild the file; returns bytes reclaimed."""
-        before = self._file_bytes()
+        """Rebuild the file without its free pages; returns the bytes by which the database
+        and its WAL really shrank (measured on disk, never negative).
+
+        VACUUM writes the new file into the WAL; it only reaches the database file at a
+        checkpoint, which cannot pass a reader still holding an old snapshot. Waiting for such
+        a reader would hold the write lock (making writers fail), so the checkpoint waits at
+        most :data:`_CHECKPOINT_WAIT_S`; if a reader is still there, the file shrinks at a
+        later checkpoint, this returns what was reclaimed now (often 0), and a warning says so.
+        """
+        if self._read_only_reason:
+            raise self._read_only_error()
         conn = self.conn
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return max(before - self._file_bytes(), 0)
+        if conn.in_transaction:
+            raise ValueError("vacuum() cannot run inside atomic(): VACUUM needs its own transaction")
+        before = self._file_bytes()
+        # VACUUM is one write transaction: writers wait for it as for any other (busy_timeout).
+        self._while_locked(lambda: conn.execute("VACUUM"))
+        busy = self._checkpoint_truncate(conn)
+        reclaimed = before - self._file_bytes()
+        if busy:
+            log.warning(
+                "vacuum of %s: a reader still holds an old snapshot, so the file cannot shrink yet "
+                "(it will at a later checkpoint); reclaimed %d byte(s) now",
+                self.db_path, max(reclaimed, 0),
+            )
+        else:
+            log.info("vacuum of %s reclaimed %d byte(s)", self.db_path, max(reclaimed, 0))
+        return max(reclaimed, 0)
+
+    def _checkpoint_truncate(self, conn: sqlite3.Connection) -> bool:
+        """Copy the WAL into the database file and empty it, waiting for readers only briefly
+        (SQLite then checkpoints what it can, like PASSIVE). Returns whether a reader or writer
+        kept it from finishing."""
+        wait_ms = int(min(self.timeout, _CHECKPOINT_WAIT_S) * 1000)
+        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        try:
+            busy, _log_frames, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return bool(busy)
 
     def _file_bytes(self) -> int:
+        """Bytes on disk of the database file and its WAL."""
         total = 0
-        for suffix in ("", "-wal"):
-            p = Path(str(self.db_path) + suffix)
-            if p.exists():
+        for p in database_files(self.db_path)[:2]:
+            with contextlib.suppress(FileNotFoundError):
                 total += p.stat().st_size
         return total
 
@@ -1109,9 +1610,13 @@ class TradingCacheManager:
         """
         sym = normalize_symbol(symbol)
         src = _norm_source(source)
-        day = to_date(trading_date)
+        day = to_date(trading_date, "trading_date")
         if not isinstance(options_df, pd.DataFrame):
             raise ValueError(f"options_df must be a pandas DataFrame, got {type(options_df).__name__}")
+        lowered = [str(c).lower() for c in options_df.columns]
+        twice = sorted({c for c in lowered if lowered.count(c) > 1})
+        if twice:
+            raise ValueError(f"options_df has duplicate columns {twice} (names are case-insensitive)")
         frame = options_df.rename(columns=lambda c: str(c).lower())
         if "type" in frame.columns and "option_type" not in frame.columns:
             frame = frame.rename(columns={"type": "option_type"})
@@ -1119,7 +1624,7 @@ class TradingCacheManager:
             if col not in frame.columns:
                 raise ValueError(f"options_df has no {col!r} column")
         now = now_utc()
-        snap = to_utc_datetime(snapshot_time) if snapshot_time is not None else now
+        snap = to_utc_datetime(snapshot_time, "snapshot_time") if snapshot_time is not None else now
         if ttl_hours is None:
             expires = int((now + HISTORICAL_TTL).timestamp())
         else:
@@ -1143,47 +1648,84 @@ class TradingCacheManager:
         sym: str, day: date, src: str, row: dict, underlying: float | None, snap: datetime,
         expires: int, i: int,
     ) -> tuple:
+        """The one place with the rules of an option-chain row; a stored row as a tuple, or
+        ``ValueError`` naming the row, its contract and the field.
+
+        A given ``contract_symbol`` must be an OCC symbol that agrees with the row's
+        underlying, expiration, type and strike (an adjusted contract's root may carry one
+        digit, e.g. ``AAPL1``); the expiration may not precede the trading date; prices,
+        volumes and open interest are non-negative (counts whole and within 64 bits);
+        implied volatility is >= 0 and |delta| <= 1.
+        """
+        contract = row.get("contract_symbol")
+        where = f"row {i}" + (f" ({contract})" if _given(contract) and isinstance(contract, str) else "")
+
         def num(name: str) -> float | None:
             value = row.get(name)
-            if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-                return None
-            try:
-                out = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"row {i}: {name!r} is not a number ({value!r})") from None
-            if math.isinf(out):
-                raise ValueError(f"row {i}: {name!r} is infinite")
-            return out
+            return check_number(value, f"{where}: {name}") if _given(value) else None
 
         strike = num("strike")
         if strike is None or strike <= 0:
-            raise ValueError(f"row {i}: strike must be a positive number")
+            raise ValueError(f"{where}: strike must be a positive number")
         kind = normalize_option_type(row.get("option_type"))
-        expiration = to_date(row.get("expiration"))
-        contract = row.get("contract_symbol")
-        if contract is None or (isinstance(contract, float) and math.isnan(contract)) or not str(contract).strip():
+        expiration = to_date(row.get("expiration"), f"{where}: expiration")
+        if expiration < day:
+            raise ValueError(
+                f"{where}: expiration {expiration} is before the trading date {day}; "
+                "an expired contract has no quote"
+            )
+        if not _given(contract) or (isinstance(contract, str) and not contract.strip()):
             contract = occ_symbol(sym, expiration, kind, strike)
-        bid, ask = num("bid"), num("ask")
-        for name in ("bid", "ask", "last", "volume", "open_interest"):
+        else:
+            try:
+                root, occ_expiration, occ_kind, occ_strike = parse_occ_symbol(contract)
+            except ValueError as exc:
+                raise ValueError(f"{where}: contract_symbol: {exc}") from None
+            compact, root = sym.replace(".", "").replace("/", ""), root.replace(".", "")
+            contradictions = [
+                f"{field} {mine} != {theirs}"
+                for field, ok, mine, theirs in (
+                    ("underlying", root == compact or (root[:-1] == compact and root[-1:].isdigit()), root, sym),
+                    ("expiration", occ_expiration == expiration, occ_expiration, expiration),
+                    ("option_type", occ_kind == kind, occ_kind, kind),
+                    ("strike", abs(occ_strike - strike) < 0.0005, occ_strike, strike),
+                )
+                if not ok
+            ]
+            if contradictions:
+                raise ValueError(
+                    f"{where}: contract_symbol {contract!r} contradicts the row "
+                    f"(symbol says {'; '.join(contradictions)} in the row)"
+                )
+        for name in ("bid", "ask", "last"):
             v = num(name)
             if v is not None and v < 0:
-                raise ValueError(f"row {i}: {name!r} is negative")
+                raise ValueError(f"{where}: {name!r} is negative ({v})")
+        vol = check_count(row.get("volume"), f"{where}: volume")
+        oi = check_count(row.get("open_interest"), f"{where}: open_interest")
+        iv, delta = num("implied_volatility"), num("delta")
+        if iv is not None and iv < 0:
+            raise ValueError(f"{where}: implied_volatility must be >= 0, got {iv}")
+        if delta is not None and abs(delta) > 1:
+            raise ValueError(f"{where}: delta must be between -1 and 1, got {delta}")
         under = num("underlying_price")
         if under is None:
-            under = underlying
-        if under is not None and (not math.isfinite(under) or under <= 0):
-            raise ValueError("underlying_price must be a positive number")
+            under = None if underlying is None else check_number(underlying, "underlying_price")
+        if under is not None and under <= 0:
+            raise ValueError(f"{where}: underlying_price must be a positive number, got {under}")
+        bid, ask = num("bid"), num("ask")
         score = num("data_quality_score")
         if score is None:
-            score = TradingCacheManager._quality(bid, ask, num("implied_volatility"), num("delta"))
+            score = TradingCacheManager._quality(bid, ask, iv, delta)
+        elif not 0 <= score <= 1:
+            raise ValueError(f"{where}: data_quality_score must be between 0 and 1, got {score}")
         row_snap = row.get("snapshot_time")
-        snap_s = int(to_utc_datetime(row_snap).timestamp()) if row_snap is not None and not (
-            isinstance(row_snap, float) and math.isnan(row_snap)) else int(snap.timestamp())
-        vol, oi = num("volume"), num("open_interest")
+        snap_s = int(to_utc_datetime(row_snap, f"{where}: snapshot_time").timestamp()) if _given(row_snap) \
+            else int(snap.timestamp())
         return (
             sym, day.isoformat(), str(contract).strip().upper(), src, strike, kind, expiration.isoformat(),
-            bid, ask, num("last"), None if vol is None else int(vol), None if oi is None else int(oi),
-            num("implied_volatility"), num("delta"), num("gamma"), num("theta"), num("vega"), num("rho"),
+            bid, ask, num("last"), vol, oi,
+            iv, delta, num("gamma"), num("theta"), num("vega"), num("rho"),
             under, score, snap_s, expires,
         )
 
@@ -1222,10 +1764,10 @@ class TradingCacheManager:
         """
         where, params = _where(
             ("symbol = ?", normalize_symbol(symbol)),
-            ("trading_date = ?", to_date(trading_date).isoformat()),
+            ("trading_date = ?", to_date(trading_date, "trading_date").isoformat()),
             ("expires_at > ?", int(now_utc().timestamp())),
             ("source = ?", _maybe(_norm_source, source)),
-            ("expiration = ?", _maybe(lambda d: to_date(d).isoformat(), expiration)),
+            ("expiration = ?", _maybe(lambda d: to_date(d, "expiration").isoformat(), expiration)),
             ("option_type = ?", _maybe(normalize_option_type, option_type)),
         )
         rows = self.conn.execute(f"{self._OPTION_SELECT} WHERE {where}", params).fetchall()
@@ -1253,9 +1795,9 @@ class TradingCacheManager:
         strictly earlier than it. Returns rows removed."""
         where, params = _where(
             ("symbol = ?", _maybe(normalize_symbol, symbol)),
-            ("trading_date = ?", _maybe(lambda d: to_date(d).isoformat(), trading_date)),
+            ("trading_date = ?", _maybe(lambda d: to_date(d, "trading_date").isoformat(), trading_date)),
             ("source = ?", _maybe(_norm_source, source)),
-            ("trading_date < ?", _maybe(lambda d: to_date(d).isoformat(), before)),
+            ("trading_date < ?", _maybe(lambda d: to_date(d, "before").isoformat(), before)),
         )
         with self.atomic() as conn:
             return conn.execute(f"DELETE FROM raw_options_chain WHERE {where}", params).rowcount
@@ -1304,6 +1846,7 @@ class TradingCacheManager:
                 if missing:
                     raise ValueError(f"trade {record['trade_id']!r} is new and lacks {', '.join(missing)}")
             merged = {**(existing or {}), **record}
+            self._check_trade(merged, existing)
             for name, value in self._derived_trade_fields(merged).items():
                 if name not in given:
                     record[name] = value
@@ -1324,6 +1867,8 @@ class TradingCacheManager:
 
     @staticmethod
     def _trade_record(trade: Any) -> dict[str, Any]:
+        """The given fields of a trade, each checked and normalised (the per-field half of
+        the trade rules; :meth:`_check_trade` holds the rules across fields)."""
         if hasattr(trade, "model_dump"):
             data = trade.model_dump()
         elif isinstance(trade, Mapping):
@@ -1335,36 +1880,71 @@ class TradingCacheManager:
         trade_id = data.get("trade_id")
         if not isinstance(trade_id, str) or not trade_id.strip():
             raise ValueError("trade needs a non-empty string trade_id")
+        if len(trade_id.strip()) > MAX_TRADE_ID_LENGTH:
+            raise ValueError(f"trade_id is longer than {MAX_TRADE_ID_LENGTH} characters")
         record: dict[str, Any] = {"trade_id": trade_id.strip()}
         for key, value in data.items():
+            # Only None means "not given": a NaN price or a NaT time is refused by its check.
             if key == "trade_id" or value is None:
                 continue
+            what = f"trade {record['trade_id']!r}: {key}"
             if key == "symbol":
-                value = normalize_symbol(value)
+                try:
+                    value = normalize_symbol(value)
+                except ValueError as exc:
+                    raise ValueError(f"trade {record['trade_id']!r}: {exc}") from None
             elif key in _TRADE_TIME_COLUMNS:
                 # A bare date is that New York day's midnight, as the date filters read it.
-                value = key_range(value, value, intraday=True)[0] if is_date_only(value) \
-                    else int(to_utc_datetime(value).timestamp())
+                value = range_start_key(value, intraday=True, what=what)
+                if clamp_key(value) != value:
+                    raise ValueError(f"{what} {data[key]!r} is outside the years 1677-2262")
             elif key in ("entry_price", "exit_price"):
-                value = float(value)
-                if not math.isfinite(value) or value <= 0:
-                    raise ValueError(f"trade {trade_id!r}: {key} must be a positive number")
+                value = check_number(value, what)
+                if value <= 0:
+                    raise ValueError(f"{what} must be a positive number, got {data[key]!r}")
             elif key == "quantity":
-                value = float(value)
-                if not math.isfinite(value) or value == 0:
-                    raise ValueError(f"trade {trade_id!r}: quantity must be a non-zero number")
+                value = check_number(value, what)
+                if value == 0 or abs(value) > MAX_TRADE_QUANTITY:
+                    raise ValueError(
+                        f"{what} must be a non-zero number of at most {MAX_TRADE_QUANTITY:g} in size, "
+                        f"got {data[key]!r}"
+                    )
                 value = int(value) if value.is_integer() else value
-            elif key in ("realized_pnl", "realized_pnl_pct", "holding_period_hours", "signal_confidence",
+            elif key == "signal_confidence":
+                value = check_number(value, what)
+                if not 0 <= value <= 1:
+                    raise ValueError(f"{what} must be between 0 and 1, got {data[key]!r}")
+            elif key in ("realized_pnl", "realized_pnl_pct", "holding_period_hours",
                          "max_profit_pct", "max_drawdown_pct"):
-                value = float(value)
-                if not math.isfinite(value):
-                    raise ValueError(f"trade {trade_id!r}: {key} must be finite")
+                value = check_number(value, what)
             else:
                 value = str(value.value if hasattr(value, "value") else value)
             record[key] = value
         if unknown and log.isEnabledFor(logging.DEBUG):
             log.debug("archive_trade ignored fields %s", sorted(unknown))
         return record
+
+    @staticmethod
+    def _check_trade(trade: dict[str, Any], existing: dict[str, Any] | None) -> None:
+        """The trade rules across fields, on the merged trade (``existing`` updated by this
+        call): an update keeps the symbol, the exit is not before the entry, and the derived
+        P&L is a finite number."""
+        tid = trade["trade_id"]
+        if existing is not None and trade["symbol"] != existing["symbol"]:
+            raise ValueError(
+                f"trade {tid!r}: symbol {trade['symbol']} differs from the stored {existing['symbol']}; "
+                "a trade_id names one trade (archive the other symbol under a new trade_id)"
+            )
+        if trade.get("exit_date") is not None and trade["exit_date"] < trade["entry_date"]:
+            def iso(key: str) -> str:
+                return pd.Timestamp(trade[key], unit="s", tz="UTC").isoformat()
+
+            raise ValueError(
+                f"trade {tid!r}: exit_date {iso('exit_date')} is before entry_date {iso('entry_date')}"
+            )
+        for name, value in TradingCacheManager._derived_trade_fields(trade).items():
+            if not math.isfinite(value):
+                raise ValueError(f"trade {tid!r}: {name} is not a finite number (prices or quantity too large)")
 
     @staticmethod
     def _derived_trade_fields(trade: dict[str, Any]) -> dict[str, float]:
@@ -1391,7 +1971,7 @@ class TradingCacheManager:
         where, params = self._trade_filters(symbol, start, end, strategy)
         sql = f"SELECT {', '.join(TRADE_COLUMNS)} FROM trade_history WHERE {where} ORDER BY entry_date DESC, trade_id"
         if limit is not None:
-            if not isinstance(limit, int) or limit < 0:
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63:
                 raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
             sql += f" LIMIT {int(limit)}"
         frame = pd.DataFrame(self.conn.execute(sql, params).fetchall(), columns=list(TRADE_COLUMNS))

@@ -292,7 +292,17 @@ def test_cleanup_and_vacuum(cache):
         cache.record_coverage("A", ["2024-01-05"], source="alpaca", ttl_hours=0)
         assert cache.cleanup_expired() == 4  # 3 bars + 1 coverage row
         assert cache.get_stats()["total_entries"] == 3
-        assert cache.vacuum() >= 0
+        wal = cache.db_path.with_name(cache.db_path.name + "-wal")
+        before = cache.db_path.stat().st_size + wal.stat().st_size
+        assert wal.stat().st_size > 0  # the writes above are still in the WAL
+        reclaimed = cache.vacuum()
+        # Rebuilt: one 4096-byte page each for sqlite_master, series (+ its UNIQUE index), bars,
+        # coverage, raw_options_chain, trade_history (+ its key index and 2 indexes) = 10 pages,
+        # and the WAL emptied; the report is exactly that decrease.
+        assert cache.db_path.stat().st_size == 10 * 4096
+        assert wal.stat().st_size == 0
+        assert reclaimed == before - 10 * 4096
+        assert reclaimed > 0
         assert cache.get("B", "2024-01-01", "2024-01-31") is not None
 
 

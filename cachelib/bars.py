@@ -22,10 +22,13 @@ inputs to a daily timeframe are taken as dates as they are.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -55,8 +58,11 @@ NY = ZoneInfo("America/New_York")
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]+$")
-_TIMEFRAME_RE = re.compile(r"^(\d+)(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
+# re.ASCII: ``\d`` must not match other scripts' digits (int() would read them).
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9./_-]+", re.ASCII)
+#: Longest symbol accepted (OCC contract symbols are 21 characters).
+MAX_SYMBOL_LENGTH = 32
+_TIMEFRAME_RE = re.compile(r"^(\d+)(Min|T|Hour|H|Day|D|Week|W|Month|M)$", re.ASCII)
 _UNIT_ALIASES = {"T": "Min", "H": "Hour", "D": "Day", "W": "Week", "M": "Month"}
 _DAY_SECONDS = 86_400
 
@@ -125,22 +131,38 @@ def parse_timeframe(timeframe: str | Timeframe) -> Timeframe:
     return Timeframe(amount, unit)
 
 
+def _short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: messages stay readable for huge inputs,
+    and repr shows invisible characters (NUL, zero-width space, ...)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
 def normalize_symbol(symbol: str) -> str:
-    """Upper-case and validate a symbol (``A-Z 0-9 . - / _``); ``ValueError`` otherwise.
+    """Validate a symbol (ASCII ``A-Z a-z 0-9 . - / _``, at most :data:`MAX_SYMBOL_LENGTH`)
+    and upper-case it; ``ValueError`` otherwise.
+
+    The raw text is checked *before* upper-casing: Unicode case mapping would turn ``ıbm``
+    (dotless i), ``ﬁ`` (a ligature) or ``spyß`` into the real tickers IBM, FI and SPYSS.
+    Only surrounding spaces are stripped.
 
     >>> normalize_symbol(" brk.b ")
     'BRK.B'
     """
     if not isinstance(symbol, str):
         raise ValueError(f"symbol must be a string, got {type(symbol).__name__}")
-    cleaned = symbol.strip().upper()
+    cleaned = symbol.strip(" ")
     if not cleaned:
-        raise ValueError("symbol is empty")
-    if not _SYMBOL_RE.match(cleaned):
+        raise ValueError(f"symbol is empty ({_short_repr(symbol)}); give a ticker such as 'SPY'")
+    if len(cleaned) > MAX_SYMBOL_LENGTH:
         raise ValueError(
-            f"symbol {symbol!r} has characters outside A-Z 0-9 . - / _"
+            f"symbol {_short_repr(symbol)} is longer than {MAX_SYMBOL_LENGTH} characters"
         )
-    return cleaned
+    if not _SYMBOL_RE.fullmatch(cleaned):
+        raise ValueError(
+            f"symbol {_short_repr(symbol)} has characters outside ASCII A-Z 0-9 . - / _"
+        )
+    return cleaned.upper()
 
 
 def normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
@@ -155,48 +177,77 @@ def normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(normalize_symbol(s) for s in symbols))
 
 
-def to_date(value: str | date | datetime | pd.Timestamp) -> date:
+def _date_like(value: object, what: str | None) -> object:
+    """``value`` as a str, date or datetime, or a ``ValueError`` naming ``what``.
+
+    Missing values (``None``, ``NaT``, NaN) and things that are not dates at all (numbers,
+    bools, lists) are refused here, so every public entry point taking a date reports them
+    the same way instead of a ``TypeError`` from deep inside pandas.
+    """
+    what = what or "date"
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value) if not np.isnat(value) else pd.NaT
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(f"{what} is missing ({value!r}); give a date such as '2024-01-02'")
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime(warn=False)
+    if not isinstance(value, (str, date)):
+        raise ValueError(
+            f"{what} must be a date string (YYYY-MM-DD), a date or a datetime, "
+            f"got {type(value).__name__} {_short_repr(value)}"
+        )
+    return value
+
+
+def _named(what: str | None, value: object) -> str:
+    """``"start '2024-13-01'"`` (or just the value's repr when no argument name is known)."""
+    return f"{what} {_short_repr(value)}" if what else _short_repr(value)
+
+
+def to_date(value: str | date | datetime | pd.Timestamp, what: str | None = None) -> date:
     """A calendar date from a str (``YYYY-MM-DD`` or ISO datetime), date or datetime.
 
     A tz-aware datetime is converted to New York first, so an instant maps to the
-    trading date it belongs to.
+    trading date it belongs to. ``what`` names the argument in error messages.
     """
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime(warn=False)
+    value = _date_like(value, what)
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            return value.astimezone(NY).date()
+            try:
+                return value.astimezone(NY).date()
+            except OverflowError:  # within a day of year 1 or 9999: the UTC date is as good
+                return value.replace(tzinfo=None).date()
         return value.date()
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == 10:
-                return date.fromisoformat(text)
-            return to_date(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
-            raise ValueError(f"cannot read {value!r} as a date (expected YYYY-MM-DD)") from None
-    raise ValueError(f"cannot read {value!r} as a date")
-
-
-def to_utc_datetime(value: str | date | datetime | pd.Timestamp) -> datetime:
-    """An aware UTC datetime. Naive datetimes mean UTC; a bare date means its UTC midnight."""
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime(warn=False)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0), tzinfo=timezone.utc)
-    if isinstance(value, str):
-        text = value.strip()
+    text = value.strip()
+    try:
         if len(text) == 10:
-            return to_utc_datetime(to_date(text))
-        try:
-            return to_utc_datetime(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
-            raise ValueError(f"cannot read {value!r} as a date or time") from None
-    raise ValueError(f"cannot read {value!r} as a date or time")
+            return date.fromisoformat(text)
+        return to_date(datetime.fromisoformat(text.replace("Z", "+00:00")), what)
+    except ValueError:
+        raise ValueError(f"cannot read {_named(what, value)} as a date (expected YYYY-MM-DD)") from None
+
+
+def to_utc_datetime(value: str | date | datetime | pd.Timestamp, what: str | None = None) -> datetime:
+    """An aware UTC datetime. Naive datetimes mean UTC; a bare date means its UTC midnight.
+    ``what`` names the argument in error messages."""
+    value = _date_like(value, what)
+    try:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        if isinstance(value, date):
+            return datetime.combine(value, time(0), tzinfo=timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{_named(what, value)} is outside the years 1-9999") from None
+    text = value.strip()
+    if len(text) == 10:
+        return to_utc_datetime(to_date(text, what), what)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cannot read {_named(what, value)} as a date or time") from None
+    return to_utc_datetime(parsed, what)
 
 
 def is_date_only(value: object) -> bool:
@@ -206,29 +257,76 @@ def is_date_only(value: object) -> bool:
     return isinstance(value, date) and not isinstance(value, datetime)
 
 
+#: Bar keys that can exist: pandas' nanosecond timestamps end in 1677 and 2262, so no bar
+#: outside these epoch seconds can be stored or read. Query bounds are clamped to them.
+KEY_MIN = -(2**63 - 1) // 1_000_000_000 + 1
+KEY_MAX = (2**63 - 1) // 1_000_000_000
+
+
+def range_start_key(start: object, intraday: bool, what: str = "start") -> int:
+    """The first bar key a range starting at ``start`` includes (see :func:`key_range`)."""
+    if not intraday:
+        return date_to_key(to_date(start, what))
+    if is_date_only(start):
+        return _ny_midnight_key(to_date(start, what))
+    return _instant_key(start, what)
+
+
+def range_end_key(end: object, intraday: bool, what: str = "end") -> int:
+    """The last bar key a range ending at ``end`` includes (see :func:`key_range`)."""
+    if not intraday:
+        return date_to_key(to_date(end, what))
+    if is_date_only(end):
+        return _ny_midnight_key(to_date(end, what), days_after=1) - 1
+    return _instant_key(end, what)
+
+
+def _ny_midnight_key(day: date, days_after: int = 0) -> int:
+    """Epoch seconds of New York midnight ``days_after`` days after ``day``, for any date
+    (no datetime is built past year 9999; far dates are clamped by :func:`key_range`)."""
+    probe = min(max(day, date(1900, 1, 1)), date(2200, 1, 1))
+    offset = datetime.combine(probe, time(0), NY).utcoffset() or timedelta(0)
+    return date_to_key(day) + days_after * _DAY_SECONDS - int(offset.total_seconds())
+
+
+def _instant_key(value: object, what: str) -> int:
+    value = _date_like(value, what)
+    if isinstance(value, str):
+        return int(to_utc_datetime(value, what).timestamp())
+    if isinstance(value, datetime):
+        # timestamp() of an aware datetime is a subtraction: no overflow near year 9999.
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return int(aware.timestamp())
+    return date_to_key(value)  # type: ignore[arg-type]
+
+
+def check_order(lo: object, hi: object, start: object, end: object) -> None:
+    """The one rule for every range: ``ValueError`` when ``start`` is after ``end``."""
+    if lo > hi:  # type: ignore[operator]
+        raise ValueError(f"start {_short_repr(start)} is after end {_short_repr(end)}")
+
+
 def key_range(start: object, end: object, intraday: bool) -> tuple[int, int]:
     """Inclusive ``[lo, hi]`` bar-key range for ``start``..``end``.
 
     Date-only bounds are New York days: for intraday timeframes a date-only ``start`` is New
     York midnight and a date-only ``end`` includes that whole New York day. Datetimes are
     instants (naive = UTC). For daily-or-longer timeframes both bounds are session dates.
+
+    Any year from 1 to 9999 is accepted; the range is then clamped to the keys a bar can
+    have (:data:`KEY_MIN`..:data:`KEY_MAX`), so asking for "everything" returns everything.
     """
     if start is None or end is None:
-        raise ValueError("start and end are required (str, date or datetime)")
-    if not intraday:
-        lo, hi = date_to_key(to_date(start)), date_to_key(to_date(end))
-    else:
-        if is_date_only(start):
-            lo = int(datetime.combine(to_date(start), time(0), NY).timestamp())
-        else:
-            lo = int(to_utc_datetime(start).timestamp())
-        if is_date_only(end):
-            hi = int(datetime.combine(to_date(end) + timedelta(days=1), time(0), NY).timestamp()) - 1
-        else:
-            hi = int(to_utc_datetime(end).timestamp())
-    if lo > hi:
-        raise ValueError(f"start {start!r} is after end {end!r}")
-    return lo, hi
+        missing = "start" if start is None else "end"
+        raise ValueError(f"{missing} is required (str, date or datetime)")
+    lo, hi = range_start_key(start, intraday), range_end_key(end, intraday)
+    check_order(lo, hi, start, end)
+    return clamp_key(lo), clamp_key(hi)
+
+
+def clamp_key(key: int) -> int:
+    """``key`` limited to :data:`KEY_MIN`..:data:`KEY_MAX`."""
+    return min(max(key, KEY_MIN), KEY_MAX)
 
 
 def rows_of_symbol(data: pd.DataFrame, symbol: str) -> pd.DataFrame:
@@ -350,6 +448,103 @@ def _keys_from_times(times: pd.Series, tf: Timeframe) -> np.ndarray:
     return (days * _DAY_SECONDS).astype(np.int64)
 
 
+#: The largest count (trade_count, option volume, open interest) a SQLite INTEGER holds.
+MAX_COUNT = 2**63 - 1
+
+
+def count_ok(values: np.ndarray) -> np.ndarray:
+    """Per value: NaN ("not given") or a whole number in ``0..MAX_COUNT``. A float64 cannot
+    hold MAX_COUNT itself, so the bound is ``< 2**63``: larger values would be stored as REAL
+    and read back as -9223372036854775808, fractions would silently lose their part."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        whole = (values >= 0) & (values < 2.0**63) & (np.floor(values) == values)
+    return np.isnan(values) | whole
+
+
+def check_count(value: Any, what: str) -> int | None:
+    """One count as an int (``None`` when not given): the scalar form of :func:`count_ok`,
+    for option volumes, open interest and session row counts."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    number = check_number(value, what)
+    if not count_ok(np.array([number]))[0]:
+        raise ValueError(f"{what} must be a whole number from 0 to {MAX_COUNT}, got {value!r}")
+    return int(number)
+
+
+def check_number(value: Any, what: str) -> float:
+    """A real, finite number as a float; ``ValueError`` naming ``what`` for anything else,
+    including bools and complex numbers (which ``float()`` would coerce or half-read)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, Decimal, str)):
+        raise ValueError(f"{what} must be a number, got {type(value).__name__} {_short_repr(value)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a number, got {_short_repr(value)}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _is_bool_or_complex(value: object) -> bool:
+    return isinstance(value, (bool, np.bool_, complex, np.complexfloating))
+
+
+def column_numbers(col: pd.Series, name: str, strict: bool = True) -> np.ndarray:
+    """A column as float64 (NaN = missing).
+
+    Bools and complex numbers are not numbers here (``float(True)`` is 1.0, a complex price
+    would silently lose its imaginary part). ``strict`` (a frame handed to the store) refuses
+    the column with a ``ValueError`` naming it, as it does for text that is not a number;
+    otherwise (a vendor's rows, checked row by row) such values become NaN, so the row is
+    rejected by :func:`bar_problems`.
+    """
+    kind = col.dtype.kind
+    if kind in "fiu":  # plain numbers (also nullable Int64/Float64): no parsing needed
+        if isinstance(col.dtype, np.dtype):  # the hot path: no NA mask to apply
+            return col.to_numpy(dtype="float64")
+        return col.to_numpy(dtype="float64", na_value=np.nan)
+    if kind in "bc":
+        if strict:
+            what = "true/false values" if kind == "b" else "complex numbers"
+            raise ValueError(f"column {name!r} holds {what}, not numbers")
+        return np.full(len(col), np.nan)
+    odd = np.fromiter((_is_bool_or_complex(v) for v in col.to_numpy(dtype=object)), bool, len(col))
+    if odd.any():
+        if strict:
+            example = col.to_numpy(dtype=object)[np.argmax(odd)]
+            raise ValueError(f"column {name!r} holds {example!r}, which is not a number")
+        col = col.where(~odd)
+    try:
+        return pd.to_numeric(col, errors="raise" if strict else "coerce").to_numpy(
+            dtype="float64", na_value=np.nan
+        )
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"column {name!r} holds non-numeric values") from None
+
+
+def column_names(frame: pd.DataFrame, wanted: Iterable[str]) -> dict[str, object]:
+    """``{lower-case name: column label}`` for the columns of ``frame`` whose lower-cased
+    name is in ``wanted``; ``ValueError`` when two of them differ only by case (``close`` and
+    ``Close``): which one holds the bar is unknown."""
+    wanted = set(wanted)
+    names: dict[str, object] = {}
+    for label in frame.columns:
+        key = str(label).lower()
+        if key not in wanted:
+            continue
+        if key in names:
+            clash = [repr(c) for c in frame.columns if str(c).lower() == key]
+            raise ValueError(f"duplicate columns {', '.join(clash)}: keep one column per field")
+        names[key] = label
+    return names
+
+
+#: Every column name the bar readers look at (case-insensitive).
+_READ_COLUMNS = (*BAR_COLUMNS, "transactions")
+
+
 def bar_problems(
     open_: np.ndarray,
     high: np.ndarray,
@@ -377,6 +572,8 @@ def bar_problems(
         flag(volume < 0, "negative volume")
         flag(np.isinf(vwap), "infinite vwap")
         flag(np.isinf(trade_count) | (trade_count < 0), "negative or infinite trade_count")
+        # 1.5 would be stored as 1, 1e25 read back as -9223372036854775808.
+        flag(~count_ok(trade_count), "trade_count not a whole number below 2**63")
         # A relative tolerance absorbs float noise from vendors' rounding (1e-9 of the price).
         tol = 1e-9 * np.maximum(np.abs(high), 1.0)
         flag(high + tol < np.maximum(open_, close), "high below max(open, close)")
@@ -389,7 +586,9 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
 
     Raises ``ValueError`` naming the problem for: not a DataFrame, no ``close`` column, no
     time index or column, NaN or infinite prices, negative or non-finite volume, ``high``
-    below max(open, close) or ``low`` above min(open, close), duplicate bar times.
+    below max(open, close) or ``low`` above min(open, close), duplicate bar times, a
+    ``trade_count`` that is not a whole number below 2**63, bool or complex values in a
+    number column, and two columns whose names differ only by case (``close``/``Close``).
     Missing ``open``/``high``/``low`` default to ``close``; missing ``volume`` to 0;
     missing ``vwap``/``trade_count`` to NULL. alpaca-py's ``trade_count`` (and the seed's
     ``transactions``) are both accepted.
@@ -398,7 +597,7 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
     if not isinstance(data, pd.DataFrame):
         raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     # Column lookup by lower-cased name, without copying the frame.
-    names = {str(c).lower(): c for c in data.columns}
+    names = column_names(data, (*_READ_COLUMNS, *_TIME_COLUMNS))
     if "close" not in names:
         raise ValueError("data has no 'close' column")
     if "trade_count" not in names and "transactions" in names:
@@ -409,13 +608,7 @@ def normalize_bars(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> p
 
     def numeric(name: str, default: float | None) -> np.ndarray:
         if name in names:
-            col = frame[names[name]]
-            if col.dtype.kind in "fiu":  # plain numpy numbers: no parsing needed
-                return col.to_numpy(dtype="float64")
-            try:
-                return pd.to_numeric(col, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
-            except (ValueError, TypeError):
-                raise ValueError(f"column {name!r} holds non-numeric values") from None
+            return column_numbers(frame[names[name]], name)
         return np.full(n, np.nan if default is None else default, dtype="float64")
 
     close = numeric("close", None)
@@ -478,7 +671,7 @@ OPTION_COLUMNS: tuple[str, ...] = (
     "snapshot_time",  # aware UTC datetime of the quote
 )
 
-_OCC_RE = re.compile(r"^([A-Z0-9.]{1,6})(\d{6})([CP])(\d{8})$")
+_OCC_RE = re.compile(r"([A-Z0-9.]{1,6})(\d{6})([CP])(\d{8})", re.ASCII)
 
 
 def normalize_option_type(value: str) -> str:
@@ -500,11 +693,18 @@ def occ_symbol(underlying: str, expiration: date, option_type: str, strike: floa
 
 def parse_occ_symbol(symbol: str) -> tuple[str, date, str, float]:
     """``(underlying, expiration, 'call'|'put', strike)`` from an OCC contract symbol."""
-    match = _OCC_RE.match(str(symbol).strip().upper())
+    # Matched before upper-casing, for the same reason as normalize_symbol.
+    text = symbol.strip(" ") if isinstance(symbol, str) else ""
+    match = _OCC_RE.fullmatch(text.upper()) if text.isascii() else None
     if not match:
-        raise ValueError(f"not an OCC option symbol: {symbol!r} (expected e.g. AAPL240126P00050000)")
+        raise ValueError(
+            f"not an OCC option symbol: {_short_repr(symbol)} (expected e.g. AAPL240126P00050000)"
+        )
     root, ymd, kind, strike = match.groups()
-    expiration = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:6]))
+    try:
+        expiration = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:6]))
+    except ValueError:
+        raise ValueError(f"OCC option symbol {symbol!r} has no real expiration date ({ymd})") from None
     return root, expiration, ("call" if kind == "C" else "put"), int(strike) / 1000.0
 
 
@@ -528,14 +728,12 @@ def split_valid_rows(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") ->
         return data, []
     times = pd.DatetimeIndex(data.index)
     n = len(data)
+    names = {k: v for k, v in column_names(data, BAR_COLUMNS).items() if k == v}
 
     def column(name: str, default: float) -> np.ndarray:
-        if name not in data:
+        if name not in names:
             return np.full(n, default, dtype="float64")
-        col = data[name]
-        if col.dtype.kind in "fiu":  # plain numpy numbers: no parsing needed
-            return col.to_numpy(dtype="float64")
-        return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return column_numbers(data[names[name]], name, strict=False)
 
     reasons = bar_problems(*(column(c, np.nan) for c in PRICE_COLUMNS), column("volume", 0.0),
                            column("vwap", np.nan), column("trade_count", np.nan))

@@ -32,7 +32,16 @@ from typing import Any
 
 import pandas as pd
 
-from .bars import BAR_COLUMNS, key_range, normalize_bars, normalize_symbol, parse_timeframe, rows_of_symbol, to_date
+from .bars import (
+    BAR_COLUMNS,
+    key_range,
+    normalize_bars,
+    normalize_symbol,
+    parse_timeframe,
+    rows_of_symbol,
+    to_date,
+    to_utc_datetime,
+)
 from .store import TradingCacheManager, default_db_path
 
 __all__ = [
@@ -219,8 +228,17 @@ LEGACY_FIELDS: tuple[str, ...] = ("date", "open", "high", "low", "close", "volum
 # {SYM}_{start}_{end}_{source}.json; the symbol has no underscore, the source may have some
 # (and may end in a folded timeframe such as "_1Hour").
 _LEGACY_NAME = re.compile(
-    r"^(?P<symbol>[^_]+)_(?P<start>\d{4}-\d{2}-\d{2})_(?P<end>\d{4}-\d{2}-\d{2})_(?P<source>.+)\.json$"
+    r"^(?P<symbol>[^_]+)_(?P<start>\d{4}-\d{2}-\d{2})_(?P<end>\d{4}-\d{2}-\d{2})_(?P<source>.+)\.json$",
+    re.ASCII,
 )
+
+
+#: A legacy file larger than this is refused before it is parsed (the old cache wrote one
+#: symbol's range per file: a few MiB at most).
+LEGACY_MAX_BYTES = 256 * 1_048_576
+# Columns of a legacy bar that are read (the rest of a record is ignored).
+_LEGACY_READ = frozenset((*LEGACY_FIELDS, "vwap", "trade_count", "transactions"))
+_LEGACY_SOURCE = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 
 class _LegacyFileError(ValueError):
@@ -290,7 +308,13 @@ class LegacyMigrationReport:
 
 
 def _read_legacy_file(path: Path) -> tuple[str, str, str, pd.DataFrame]:
-    """``(symbol, source, timeframe, bars)`` of a legacy file; ``_LegacyFileError`` if unusable."""
+    """``(symbol, source, timeframe, bars)`` of a legacy file; ``_LegacyFileError`` if unusable.
+
+    Nothing in the file is trusted: it is read only below :data:`LEGACY_MAX_BYTES`, JSON
+    nested past what Python can parse is refused, every bar's ``date`` must be a date string
+    and its fields plain values. (:func:`import_legacy_file` turns any other exception that
+    odd content provokes into the file's reason as well.)
+    """
     match = _LEGACY_NAME.match(path.name)
     if not match:
         raise _LegacyFileError("file name does not match SYMBOL_YYYY-MM-DD_YYYY-MM-DD_source.json")
@@ -301,12 +325,27 @@ def _read_legacy_file(path: Path) -> tuple[str, str, str, pd.DataFrame]:
         raise _LegacyFileError(f"bad file name: {exc}") from None
     if first > last:
         raise _LegacyFileError(f"bad file name: start {first} is after end {last}")
+    too_big = _LegacyFileError(
+        f"file is larger than {LEGACY_MAX_BYTES // 1_048_576} MiB (LEGACY_MAX_BYTES); "
+        "a legacy cache file is far smaller, so it is not one"
+    )
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise _LegacyFileError(f"bad JSON: {exc}") from None
+        if path.stat().st_size > LEGACY_MAX_BYTES:  # refused before a byte is read
+            raise too_big
+        with open(path, "rb") as fh:
+            # Bounded again on what is read: a file may grow meanwhile.
+            raw = fh.read(LEGACY_MAX_BYTES + 1)
+        if len(raw) > LEGACY_MAX_BYTES:
+            raise too_big
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _LegacyFileError(f"cannot read the file: {exc}") from None
+    try:
+        payload = json.loads(text)
+    except RecursionError:
+        raise _LegacyFileError("bad JSON: nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError, and integers longer than Python converts
+        raise _LegacyFileError(f"bad JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise _LegacyFileError("bad JSON layout: expected an object with 'metadata' and 'data'")
     metadata = payload.get("metadata") or {}
@@ -323,11 +362,25 @@ def _read_legacy_file(path: Path) -> tuple[str, str, str, pd.DataFrame]:
         missing = [name for name in LEGACY_FIELDS if name not in record]
         if missing:
             raise _LegacyFileError(f"bar {i} is missing field(s) {', '.join(missing)}")
+        when = record["date"]
+        if not isinstance(when, str):
+            # json gives numbers, bools and null as such: 12345 is not a date (pandas would
+            # read it as nanoseconds after 1970).
+            raise _LegacyFileError(f"bar {i}: 'date' must be a date string such as '2024-01-02', got {when!r}")
+        try:
+            to_utc_datetime(when, f"bar {i} date")
+        except ValueError as exc:
+            raise _LegacyFileError(str(exc)) from None
+        for name, value in record.items():
+            if isinstance(value, (dict, list, bool)) and str(name).lower() in _LEGACY_READ:
+                raise _LegacyFileError(f"bar {i}: field {name!r} holds {type(value).__name__}, not a number")
 
     symbol = name_symbol
     if metadata.get("symbol") is not None:
+        if not isinstance(metadata["symbol"], str):
+            raise _LegacyFileError(f"bad metadata symbol: not a string ({type(metadata['symbol']).__name__})")
         try:
-            symbol = normalize_symbol(str(metadata["symbol"]))
+            symbol = normalize_symbol(metadata["symbol"])
         except ValueError as exc:
             raise _LegacyFileError(f"bad metadata symbol: {exc}") from None
         if symbol != name_symbol:
@@ -338,15 +391,41 @@ def _read_legacy_file(path: Path) -> tuple[str, str, str, pd.DataFrame]:
     try:
         source, folded = _unfold(match["source"])
         if metadata.get("source"):
-            source, meta_folded = _unfold(str(metadata["source"]))
+            source, meta_folded = _unfold(_metadata_text(metadata, "source"))
             folded = meta_folded or folded
         if metadata.get("timeframe"):
-            timeframe = parse_timeframe(str(metadata["timeframe"])).name
+            timeframe = parse_timeframe(_metadata_text(metadata, "timeframe")).name
         else:
             timeframe = folded or "1Day"
+        if not _LEGACY_SOURCE.fullmatch(source):
+            raise ValueError(f"source {source[:80]!r} is not a name such as 'alpaca' (ASCII, up to 64)")
     except ValueError as exc:
         raise _LegacyFileError(f"bad source or timeframe: {exc}") from None
-    return symbol, source.lower(), timeframe, pd.DataFrame.from_records(records)
+    # Only the bar fields go into the frame: an extra "timestamp" key must not replace "date".
+    columns = [c for c in dict.fromkeys(k for r in records for k in r) if str(c).lower() in _LEGACY_READ]
+    frame = pd.DataFrame.from_records(records, columns=columns) if records else pd.DataFrame()
+    return symbol, source.lower(), timeframe, frame
+
+
+def _metadata_text(metadata: dict, key: str) -> str:
+    value = metadata[key]
+    if not isinstance(value, str):
+        raise ValueError(f"metadata {key} is not a string ({type(value).__name__})")
+    return value
+
+
+def _outside_range(bars: pd.DataFrame, first: date, last: date, timeframe: str) -> str | None:
+    """The reason when a normalised bar lies outside the file name's ``first``..``last``."""
+    tf = parse_timeframe(timeframe)
+    lo, hi = key_range(first, last, tf.is_intraday)
+    keys = bars["key"].to_numpy()
+    outside = (keys < lo) | (keys > hi)
+    if not outside.any():
+        return None
+    when = pd.Timestamp(int(keys[outside][0]), unit="s", tz="UTC")
+    shown = when.isoformat() if tf.is_intraday else when.date().isoformat()
+    return (f"{int(outside.sum())} bar(s) outside the file name's range {first}..{last}, "
+            f"the first at {shown}")
 
 
 def _unfold(source: str) -> tuple[str, str | None]:
@@ -371,23 +450,38 @@ def import_legacy_file(
     (True, 20, '1Day')
     """
     path = Path(path)
+    if cache is None and not dry_run:
+        raise ValueError("a cache is needed unless dry_run=True")
     try:
         symbol, source, timeframe, frame = _read_legacy_file(path)
     except _LegacyFileError as exc:
         return LegacyImportResult(path, ok=False, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - any content (MemoryError, RecursionError...) is the file's fault
+        return LegacyImportResult(path, ok=False, error=_reason(exc))
     result = LegacyImportResult(path, ok=True, symbol=symbol, source=source, timeframe=timeframe)
     if frame.empty:
         return result
-    if cache is None and not dry_run:
-        raise ValueError("a cache is needed unless dry_run=True")
     try:
-        if dry_run:
-            result.rows = len(normalize_bars(frame, timeframe))  # the store's own validation
-        else:
-            result.rows = cache.set(symbol, frame, source=source, timeframe=timeframe)
-    except (ValueError, TypeError) as exc:  # odd JSON values can surface as TypeError in pandas
-        result.ok, result.rows, result.error = False, 0, f"invalid bars: {exc}"
+        bars = normalize_bars(frame, timeframe)  # the store's own validation, before any write
+        match = _LEGACY_NAME.match(path.name)
+        assert match is not None  # _read_legacy_file checked it
+        outside = _outside_range(bars, date.fromisoformat(match["start"]), date.fromisoformat(match["end"]),
+                                 timeframe)
+        if outside:
+            raise ValueError(outside)
+    except Exception as exc:  # noqa: BLE001 - odd values surface as TypeError, OverflowError... in pandas
+        result.ok, result.rows, result.error = False, 0, f"invalid bars: {_reason(exc, plain=True)}"
+        return result
+    # Only the write is left: a failure now is the database's (locked, disk full), not the
+    # file's, and propagates.
+    result.rows = len(bars) if dry_run else cache.set(symbol, frame, source=source, timeframe=timeframe)
     return result
+
+
+def _reason(exc: BaseException, plain: bool = False) -> str:
+    """A refused file's reason from any exception, cut to a readable length."""
+    text = str(exc) if plain and isinstance(exc, ValueError) else f"unreadable content ({type(exc).__name__}: {exc})"
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def migrate_legacy(

@@ -305,7 +305,7 @@ def _bar(day: str, **changes) -> dict:
         ("SPY_2024-01-02_2024-01-02_alpaca.json", json.dumps({"data": [_bar("2024-01-02", volume=-5)]}),
          "invalid bars: 1 invalid bar(s): negative volume (1); the first at 2024-01-02"),
         ("SPY_2024-01-02_2024-01-02_alpaca.json", json.dumps({"data": [_bar("someday")]}),
-         "invalid bars: column 'date' holds values"),
+         "cannot read bar 0 date 'someday' as a date or time"),
         ("SPY_2024-01-02_2024-01-02_alpaca.json",
          json.dumps({"metadata": {"timeframe": "1Fortnight"}, "data": [_bar("2024-01-02")]}),
          "bad source or timeframe: unknown timeframe '1Fortnight'"),

@@ -11,18 +11,32 @@ A source answers four questions:
 * :meth:`MarketDataSource.get_latest_bar` / :meth:`MarketDataSource.get_latest_trade`.
 
 :class:`AlpacaSource` talks to Alpaca through the real alpaca-py SDK (``StockHistoricalDataClient``,
-``OptionHistoricalDataClient``). The SDK builds the requests and follows ``next_page_token``; this
-module hooks its single-request method (``RESTClient._one_request``) to count every HTTP request,
-keep a client-side rate limit, apply a timeout, and retry each failed page with its own policy
-(the SDK's own fixed 3 s retry is switched off). Keys never appear in messages or logs.
+``OptionHistoricalDataClient``): the SDK builds the requests and follows ``next_page_token``.
+Every HTTP request goes through :meth:`AlpacaSource._send`, which owns the network policy:
+
+* one client-side rate limit, counting every request (pages and retries);
+* a total deadline per request (``request_deadline``), not only a per-read ``timeout``;
+* **the one retry layer for HTTP faults**: 429, 5xx, timeouts, dropped connections and blown
+  deadlines are retried here (``max_retries`` per request, ``Retry-After`` honoured but capped at
+  ``max_retry_after``, at most ``max_retry_seconds`` of retrying per call). Nothing above the
+  source (Prefect tasks included) retries a :class:`SourceError` again;
+* a guard on the pager: a repeated ``next_page_token`` or more than ``max_pages`` pages in one
+  call raise :class:`MalformedResponseError` instead of looping forever.
+
+The reliance on alpaca-py's internals is confined to one adapter section ("alpaca-py adapter"),
+pinned to :data:`ALPACA_SDK_VERSION`. API keys never appear in messages or logs: every
+:class:`SourceError` and every log line of this module goes through :func:`redact`.
 """
 
 from __future__ import annotations
 
 import email.utils
 import inspect
+import json
 import logging
+import math
 import os
+import socket
 import random
 import threading
 import time
@@ -66,6 +80,9 @@ __all__ = [
     "empty_bars_frame",
     "empty_option_chain",
     "alpaca_keys_configured",
+    "redact",
+    "ALPACA_SDK_VERSION",
+    "RETRYABLE_STATUS",
 ]
 
 logger = logging.getLogger("cachelib.sources")
@@ -85,8 +102,68 @@ _KEY_HINT = (
     "set APCA_API_KEY_ID and APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_SECRET_KEY), "
     "or pass api_key= and secret_key="
 )
-_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER = 120.0  # never wait longer than this on a server's Retry-After
+#: HTTP statuses the source retries (with timeouts, dropped connections and blown deadlines).
+#: This is the project's one classification of transient HTTP faults.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# Defaults of the network knobs (see AlpacaSource).
+DEFAULT_REQUEST_DEADLINE = 120.0  # seconds for one whole HTTP request, body included
+DEFAULT_MAX_RETRY_AFTER = 60.0  # never wait longer than this on one Retry-After
+DEFAULT_MAX_RETRY_SECONDS = 300.0  # retrying (waits + failed attempts) per call, at most
+DEFAULT_MAX_PAGES = 10_000  # pages of one paginated call (10,000 x 10,000 bars is plenty)
+
+
+# ---------------------------------------------------------------------------
+# Redaction: the one place that keeps API keys out of messages and logs
+# ---------------------------------------------------------------------------
+
+#: Secrets shorter than this are not redacted (real Alpaca keys are 20-40 characters; redacting
+#: "a" would mangle every message).
+_MIN_SECRET_LENGTH = 8
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
+def _register_secrets(*values: str | None) -> None:
+    """Remember API keys so :func:`redact` can hide them wherever server content shows up."""
+    with _SECRETS_LOCK:
+        _SECRETS.update(v for v in values if v and len(v) >= _MIN_SECRET_LENGTH)
+
+
+def redact(text: str) -> str:
+    """``text`` with every API key this process has used replaced by ``***``."""
+    text = str(text)
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)  # longest first: no partial leftovers
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _snippet(value: Any, limit: int = 80, *, raw: bool = False) -> str:
+    """A short, redacted excerpt of server content for a message (redacted *before* clipping,
+    so a clipped key cannot survive as a prefix)."""
+    try:
+        text = value if raw and isinstance(value, str) else repr(value)
+    except ValueError:  # an int too long to print (Python's 4300-digit limit)
+        text = f"<{type(value).__name__} too long to show>"
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites every record of this module's logger through :func:`redact` (args included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+logger.addFilter(_RedactingFilter())
 
 
 # ---------------------------------------------------------------------------
@@ -95,10 +172,13 @@ _MAX_RETRY_AFTER = 120.0  # never wait longer than this on a server's Retry-Afte
 
 
 class SourceError(RuntimeError):
-    """A market-data source failed. ``status_code`` holds the HTTP status when there was one."""
+    """A market-data source failed. ``status_code`` holds the HTTP status when there was one.
+
+    The message is passed through :func:`redact`: it may quote the server, never the keys.
+    """
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.status_code = status_code
 
 
@@ -257,6 +337,33 @@ def alpaca_keys_configured() -> bool:
     return _env_pair() is not None
 
 
+def _check_knob(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    integer: bool = False,
+    low_open: bool = False,
+    unit: str = "",
+) -> Any:
+    """``value`` if it is a real number (an int if ``integer``) in ``[low, high]`` (``(low, high]``
+    with ``low_open``); else a ``ValueError`` naming the parameter and the accepted range.
+
+    Booleans, NaN, infinities and huge values are refused here rather than failing later with
+    an ``OverflowError`` deep inside the socket or the sleep call.
+    """
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}]{unit}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
 # ---------------------------------------------------------------------------
 # Rate limiting
 # ---------------------------------------------------------------------------
@@ -277,12 +384,10 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if max_per_minute is not None and max_per_minute < 0:
-            raise ValueError("max_per_minute must be positive (or None/0 for no limit)")
-        if burst < 1:
-            raise ValueError("burst must be >= 1")
+        if max_per_minute is not None:
+            max_per_minute = _check_knob("max_per_minute (None or 0: no limit)", max_per_minute, 0, 1e6)
         self.max_per_minute = max_per_minute
-        self.burst = int(burst)
+        self.burst = _check_knob("burst", burst, 1, 1e6, integer=True)
         self.interval = 60.0 / max_per_minute if max_per_minute else 0.0
         self._clock = clock
         self._sleep = sleep
@@ -307,41 +412,252 @@ class RateLimiter:
 
 
 # ---------------------------------------------------------------------------
-# Alpaca
+# HTTP with a total deadline per request
 # ---------------------------------------------------------------------------
+
+_WATCH = threading.local()  # .deadline: the _Deadline of the request this thread has in flight
+
+
+class _DeadlineExceeded(Exception):
+    """Internal: a request outlived its total deadline (its socket was shut down)."""
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Deadline:
+    """A timer over one whole HTTP request: when it fires, the request's socket is shut down.
+
+    ``timeout`` bounds each socket read only, so a server dripping one byte every half second
+    keeps a request alive for minutes. Shutting the socket down wakes a blocked read at once,
+    whether it waits for the status line, the headers or the body. Sockets register themselves
+    (see :func:`_deadline_session`) when a request is sent on them; a connection still being
+    opened is bounded by the connect ``timeout`` and is shut down as soon as it registers.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._done = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._previous: _Deadline | None = None
+
+    def __enter__(self) -> "_Deadline":
+        self._previous = getattr(_WATCH, "deadline", None)
+        _WATCH.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+        _WATCH.deadline = self._previous
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired and not self._done
+        if expired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shutdown(sock)
+
+
+_SESSION_ADAPTER: type | None = None
+
+
+def _deadline_session() -> Any:
+    """A ``requests.Session`` whose connections register their socket with the thread's
+    :class:`_Deadline` before waiting for the answer.
+
+    Built on requests' and urllib3's public extension points (an ``HTTPAdapter`` subclass,
+    ``PoolManager.pool_classes_by_scheme``, ``HTTPConnectionPool.ConnectionCls``). Requests
+    through a SOCKS proxy are bounded by ``timeout`` only.
+    """
+    global _SESSION_ADAPTER
+    import requests
+
+    if _SESSION_ADAPTER is None:
+        from requests.adapters import HTTPAdapter
+        from urllib3.connection import HTTPConnection, HTTPSConnection
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+        from urllib3.poolmanager import ProxyManager
+
+        class _Watched:
+            def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+                deadline = getattr(_WATCH, "deadline", None)
+                sock = getattr(self, "sock", None)
+                if deadline is not None and sock is not None:
+                    deadline.register(sock)
+                return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+        class _HTTPPool(HTTPConnectionPool):
+            ConnectionCls = type("_WatchedHTTPConnection", (_Watched, HTTPConnection), {})
+
+        class _HTTPSPool(HTTPSConnectionPool):
+            ConnectionCls = type("_WatchedHTTPSConnection", (_Watched, HTTPSConnection), {})
+
+        pools = {"http": _HTTPPool, "https": _HTTPSPool}
+
+        class _DeadlineAdapter(HTTPAdapter):
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = dict(pools)
+
+            def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+                manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+                if isinstance(manager, ProxyManager):
+                    manager.pool_classes_by_scheme = dict(pools)
+                return manager
+
+        _SESSION_ADAPTER = _DeadlineAdapter
+
+    session = requests.Session()
+    session.mount("http://", _SESSION_ADAPTER())
+    session.mount("https://", _SESSION_ADAPTER())
+    return session
+
+
+# ---------------------------------------------------------------------------
+# alpaca-py adapter: the only code relying on alpaca-py beyond its documented API
+# ---------------------------------------------------------------------------
+
+#: The alpaca-py version this adapter was written and tested against (constraints.txt pins it).
+ALPACA_SDK_VERSION = "0.44.0"
 
 _CLIENT_CLASSES: tuple[type, type] | None = None
 
 
+def _sdk_contract_problems(rest_client: type | None = None) -> list[str]:
+    """What no longer holds of the one thing the adapter relies on (empty list: all holds).
+
+    The reliance: the data clients' pager ``RESTClient._get_marketdata`` fetches every page
+    through the public ``RESTClient.get(path, data)`` and follows ``next_page_token``. Our
+    clients override ``get``, so every request (pages included) goes through
+    :meth:`AlpacaSource._send`; no private method is overridden and no private attribute set.
+    """
+    if rest_client is None:
+        from alpaca.common.rest import RESTClient as rest_client
+    problems = []
+    try:
+        params = list(inspect.signature(rest_client.get).parameters)  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):
+        params = []
+    if params[:3] != ["self", "path", "data"]:
+        problems.append(f"RESTClient.get(self, path, data, **kwargs) changed (parameters now {params})")
+    pager = getattr(rest_client, "_get_marketdata", None)
+    if pager is None:
+        problems.append("RESTClient._get_marketdata (the pager) is gone")
+    else:
+        try:
+            text = inspect.getsource(pager)
+        except (OSError, TypeError):
+            text = None  # no source shipped: nothing more to check, the version pin stands
+        if text is not None and ("self.get(" not in text or "next_page_token" not in text):
+            problems.append("RESTClient._get_marketdata no longer fetches its pages through "
+                            "self.get() following next_page_token")
+    return problems
+
+
 def _client_classes() -> tuple[type, type]:
-    """SDK client subclasses whose ``_one_request`` goes through :meth:`AlpacaSource._send`.
+    """SDK client subclasses whose ``get`` goes through :meth:`AlpacaSource._get`.
 
     Built lazily so importing this module (e.g. for the demo source) does not import alpaca-py.
+    Another alpaca-py version is accepted with a warning while :func:`_sdk_contract_problems`
+    finds nothing, and refused with a clear error otherwise.
     """
     global _CLIENT_CLASSES
     if _CLIENT_CLASSES is None:
+        import alpaca
         from alpaca.data.historical.option import OptionHistoricalDataClient
         from alpaca.data.historical.stock import StockHistoricalDataClient
 
-        class _Guarded:
+        version = getattr(alpaca, "__version__", "unknown")
+        if version != ALPACA_SDK_VERSION:
+            problems = _sdk_contract_problems()
+            if problems:
+                raise RuntimeError(
+                    f"alpaca-py {version} is installed, but cachelib's Alpaca adapter was written for "
+                    f"alpaca-py {ALPACA_SDK_VERSION} and what it relies on changed: "
+                    f"{'; '.join(problems)}. Install alpaca-py=={ALPACA_SDK_VERSION} (see constraints.txt)."
+                )
+            logger.warning(
+                "alpaca-py %s is installed; cachelib's Alpaca adapter was tested with %s "
+                "(its checks pass, but pin alpaca-py==%s to be safe)",
+                version, ALPACA_SDK_VERSION, ALPACA_SDK_VERSION,
+            )
+
+        class _Routed:
+            """Routes the SDK's GETs (each page of its pager) through our source."""
+
             _cachelib_source: "AlpacaSource"
+            _cachelib_api_version: str
 
-            def _one_request(self, method: str, url: str, opts: dict, retry: int) -> dict:
-                parent = super()._one_request  # type: ignore[misc]
-                return self._cachelib_source._send(parent, method, url, opts)
+            def get(self, path: str, data: Any = None, **kwargs: Any) -> dict:
+                return self._cachelib_source._get(self._cachelib_api_version, path, data, **kwargs)
 
-        class _StockClient(_Guarded, StockHistoricalDataClient):
-            pass
+        class _StockClient(_Routed, StockHistoricalDataClient):
+            _cachelib_api_version = "v2"
 
-        class _OptionClient(_Guarded, OptionHistoricalDataClient):
-            pass
+        class _OptionClient(_Routed, OptionHistoricalDataClient):
+            _cachelib_api_version = "v1beta1"
 
         _CLIENT_CLASSES = (_StockClient, _OptionClient)
     return _CLIENT_CLASSES
 
 
+class _CallContext:
+    """What one public call (one SDK method, all its pages) has used so far."""
+
+    __slots__ = ("what", "pages", "tokens", "retry_spent")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.pages = 0
+        self.tokens: set[str] = set()
+        self.retry_spent = 0.0  # seconds of waits and failed attempts
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    """Seconds asked by a ``Retry-After`` value, or None when it is unusable: not a number or a
+    date, NaN, infinite, negative, or a date that is already past."""
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - now_utc()).total_seconds()
+        return seconds if seconds > 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 class AlpacaSource:
-    """Alpaca market data through alpaca-py, with counting, rate limiting, retries and timeouts.
+    """Alpaca market data through alpaca-py, with counting, rate limiting, retries and deadlines.
+
+    This source is the project's **one retry layer for HTTP faults** (see the module docstring):
+    callers, Prefect tasks included, do not retry its errors again.
 
     Parameters
     ----------
@@ -357,18 +673,29 @@ class AlpacaSource:
     max_requests_per_minute:
         Client-side limit over every HTTP request (pages and retries included). None/0: no limit.
     max_retries:
-        Retries per HTTP request for 429, 5xx, timeouts and connection errors.
+        Retries per HTTP request (0-100) for 429, 5xx, timeouts, connection errors and blown
+        deadlines.
     backoff_base, backoff_max:
         Exponential backoff ``min(backoff_max, backoff_base * 2**n)`` with "equal jitter"
-        (between half and all of it). A 429's ``Retry-After`` is honoured instead.
+        (between half and all of it). A usable ``Retry-After`` is honoured instead.
     timeout:
-        Seconds per HTTP request (connect and read).
+        Seconds for connecting and for each socket read (0-3600).
     options_feed:
         ``opra`` or ``indicative`` for option chains (default: Alpaca chooses by subscription).
     sleep:
         Function used for backoff waits (tests pass a recorder).
     rate_limiter:
         A :class:`RateLimiter` to use instead of one built from ``max_requests_per_minute``.
+    request_deadline:
+        Seconds one HTTP request may take in total, body included (default 120).
+    max_retry_after:
+        Longest wait honoured from one ``Retry-After``/``X-RateLimit-Reset`` (default 60 s).
+        NaN, negative, infinite, garbage values and dates already past are ignored (backoff).
+    max_retry_seconds:
+        Most seconds one call (all its pages) may spend retrying: waits plus failed attempts
+        (default 300). The call raises rather than start a wait that would cross it.
+    max_pages:
+        Most pages one call may fetch (default 10,000).
     """
 
     name = "alpaca"
@@ -390,11 +717,17 @@ class AlpacaSource:
         sleep: Callable[[float], None] | None = None,
         rate_limiter: RateLimiter | None = None,
         jitter: bool = True,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS,
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
+        from alpaca.common.enums import BaseURL
+        from alpaca.common.utils import get_default_user_agent
         from alpaca.data.enums import Adjustment, DataFeed, OptionsFeed
 
         api_key, secret_key, self.credentials_source = self._resolve_keys(api_key, secret_key)
-        self._secrets = tuple(s for s in (api_key, secret_key) if s)
+        _register_secrets(api_key, secret_key)
         try:
             self.feed = DataFeed(str(feed).strip().lower())
         except ValueError:
@@ -417,23 +750,44 @@ class AlpacaSource:
                 ) from None
         else:
             self.options_feed = None
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        self.max_retries = int(max_retries)
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
-        self.timeout = float(timeout)
-        self.jitter = jitter
+        self.max_retries = _check_knob("max_retries", max_retries, 0, 100, integer=True)
+        self.backoff_base = _check_knob("backoff_base", backoff_base, 0, 3600, unit=" s")
+        self.backoff_max = _check_knob("backoff_max", backoff_max, 0, 3600, unit=" s")
+        self.timeout = _check_knob("timeout", timeout, 0, 3600, low_open=True, unit=" s")
+        self.request_deadline = _check_knob(
+            "request_deadline", request_deadline, 0, 86_400, low_open=True, unit=" s")
+        self.max_retry_after = _check_knob("max_retry_after", max_retry_after, 0, 3600, unit=" s")
+        self.max_retry_seconds = _check_knob("max_retry_seconds", max_retry_seconds, 0, 86_400, unit=" s")
+        self.max_pages = _check_knob("max_pages", max_pages, 1, 10_000_000, integer=True)
+        self.jitter = bool(jitter)
         self._sleep = sleep if sleep is not None else time.sleep
         self._rng = random.Random()
+        if max_requests_per_minute is not None:
+            max_requests_per_minute = _check_knob(
+                "max_requests_per_minute (None or 0: no limit)", max_requests_per_minute, 0, 1e6)
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(max_requests_per_minute)
+        if url_override is not None and not isinstance(url_override, str):
+            raise ValueError(f"url_override must be a URL string, got {url_override!r}")
         self.url_override = (url_override or os.environ.get(DATA_URL_ENV, "").strip() or None)
         if self.url_override:
             self.url_override = self.url_override.rstrip("/")
+            if urlsplit(self.url_override).scheme not in ("http", "https"):
+                raise ValueError(
+                    f"url_override (or {DATA_URL_ENV}) must start with http:// or https://, "
+                    f"got {self.url_override!r}"
+                )
+        self._base_url = self.url_override or BaseURL.DATA.value
+        self._headers = {
+            "APCA-API-KEY-ID": api_key,
+            "APCA-API-SECRET-KEY": secret_key,
+            "User-Agent": get_default_user_agent(),
+        }
 
         self._count_lock = threading.Lock()
         self._requests_made = 0
         self._retries_made = 0
+        self._local = threading.local()  # .call: the _CallContext of this thread's current call
+        self._http = _deadline_session()
 
         stock_cls, option_cls = _client_classes()
         self._stock = stock_cls(api_key=api_key, secret_key=secret_key, raw_data=True,
@@ -442,8 +796,6 @@ class AlpacaSource:
                                   url_override=self.url_override)
         for client in (self._stock, self._option):
             client._cachelib_source = self
-            client._retry = 0  # the SDK's own fixed-wait retry loop is off: our policy governs
-            client._retry_codes = []
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -464,8 +816,8 @@ class AlpacaSource:
         )
 
     def close(self) -> None:
-        for client in (self._stock, self._option):
-            client._session.close()
+        """Close the HTTP connections (the source stays usable: they reopen on demand)."""
+        self._http.close()
 
     def __enter__(self) -> "AlpacaSource":
         return self
@@ -480,18 +832,15 @@ class AlpacaSource:
                 raise AuthenticationError(
                     "Alpaca needs both an API key and a secret key: " + _KEY_HINT
                 )
+            if not (isinstance(api_key, str) and isinstance(secret_key, str)):
+                raise AuthenticationError("Alpaca API keys must be strings: " + _KEY_HINT)
             return api_key, secret_key, "arguments"
         pair = _env_pair()
         if pair is None:
             raise AuthenticationError("no Alpaca API keys configured: " + _KEY_HINT)
         return pair
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    # -- the single-request hook ---------------------------------------------------------
+    # -- every request goes through here -------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.backoff_max, self.backoff_base * (2 ** attempt))
@@ -499,42 +848,89 @@ class AlpacaSource:
             delay = delay / 2 + self._rng.uniform(0, delay / 2)
         return delay
 
-    @staticmethod
-    def _retry_after(response: Any) -> float | None:
-        if response is None:
-            return None
-        headers = getattr(response, "headers", None) or {}
+    def _retry_after(self, headers: Any, path: str) -> float | None:
+        """The wait a 429/5xx asks for, capped at ``max_retry_after``; None: use the backoff."""
         value = headers.get("Retry-After")
-        if value:
-            value = value.strip()
-            try:
-                seconds = float(value)
-            except ValueError:
-                try:
-                    when = email.utils.parsedate_to_datetime(value)
-                except (TypeError, ValueError):
-                    return None
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=timezone.utc)
-                seconds = (when - now_utc()).total_seconds()
-            return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+        if value is not None:
+            seconds = _retry_after_seconds(value)
+            if seconds is None:
+                logger.info("ignoring an unusable Retry-After %s on %s: using the backoff", _snippet(value), path)
+                return None
+            return min(seconds, self.max_retry_after)
         reset = headers.get("X-RateLimit-Reset")
-        if reset:
+        if reset is not None:
             try:
-                seconds = float(reset) - now_utc().timestamp()
+                seconds = float(str(reset).strip()) - now_utc().timestamp()
             except ValueError:
                 return None
-            if 0 <= seconds <= _MAX_RETRY_AFTER:
-                return seconds
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, self.max_retry_after)
         return None
 
-    def _send(self, one_request: Callable, method: str, url: str, opts: dict) -> dict:
-        """Send one SDK request with our limiter, timeout, counting and retry policy."""
-        import requests
-        from alpaca.common.exceptions import APIError
+    def _context(self, path: str) -> _CallContext:
+        ctx = getattr(self._local, "call", None)
+        if ctx is None:  # an SDK method called directly, outside _call: one request, one call
+            ctx = _CallContext(path)
+        return ctx
 
-        opts = dict(opts)
-        opts.setdefault("timeout", self.timeout)
+    def _get(self, api_version: str, path: str, data: Any = None, **kwargs: Any) -> dict:
+        """The SDK's ``get(path, data)``: one page, sent by :meth:`_send`, its token checked."""
+        base = str(kwargs.get("base_url") or self._base_url).rstrip("/")
+        url = f"{base}/{kwargs.get('api_version') or api_version}{path}"
+        ctx = self._context(path)
+        result = self._send(url, data, ctx)
+        self._check_page(result, urlsplit(url).path, ctx)
+        return result
+
+    def _check_page(self, result: dict, path: str, ctx: _CallContext) -> None:
+        """Stop a pager that would never end: repeated tokens, or more than ``max_pages``."""
+        ctx.pages += 1
+        token = result.get("next_page_token")
+        if token is None:
+            return
+        if not isinstance(token, str) or not token:
+            raise MalformedResponseError(
+                f"Alpaca answered {path} ({ctx.what}) with a next_page_token that is not a "
+                f"non-empty string: {_snippet(token)}; nothing was returned"
+            )
+        if token in ctx.tokens:
+            raise MalformedResponseError(
+                f"Alpaca sent the same next_page_token twice on {path} ({ctx.what}, page {ctx.pages}): "
+                f"following it would fetch the same pages forever, so the call stopped and returned "
+                f"nothing. Retry later; if it persists, the vendor's pagination is broken"
+            )
+        if ctx.pages >= self.max_pages:
+            raise MalformedResponseError(
+                f"{ctx.what} on {path} needs more than max_pages={self.max_pages} pages; the call "
+                f"stopped and returned nothing. Ask for a shorter range or fewer symbols, or raise max_pages"
+            )
+        ctx.tokens.add(token)
+
+    @staticmethod
+    def _json_body(response: Any, path: str) -> dict:
+        content = response.content
+        if not content.strip():
+            raise MalformedResponseError(f"Alpaca answered {path} with an empty body")
+        try:
+            result = json.loads(content)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            raise MalformedResponseError(
+                f"Alpaca answered {path} with a body that is not valid JSON (truncated?)"
+            ) from None
+        if not isinstance(result, dict):
+            raise MalformedResponseError(f"Alpaca answered {path} with JSON that is not an object")
+        return result
+
+    def _send(self, url: str, params: Any, ctx: _CallContext) -> dict:
+        """One HTTP GET with the limiter, the deadline, counting and **the** retry policy.
+
+        Retried: :data:`RETRYABLE_STATUS`, timeouts, connection errors and blown deadlines, at
+        most ``max_retries`` times and ``max_retry_seconds`` per call. 401/403 raise
+        :class:`AuthenticationError` at once; other statuses a :class:`SourceError`; a 2xx body
+        that is not a JSON object :class:`MalformedResponseError`.
+        """
+        import requests
+
         path = urlsplit(url).path
         attempt = 0
         while True:
@@ -543,13 +939,43 @@ class AlpacaSource:
                 self._requests_made += 1
                 if attempt:
                     self._retries_made += 1
+            started = time.monotonic()
             status: int | None = None
             retry_after: float | None = None
             try:
-                result = one_request(method, url, opts, 0)
-            except APIError as exc:
-                status = exc.status_code
-                body = self._redact(str(exc))[:300]
+                with _Deadline(self.request_deadline) as deadline:
+                    try:
+                        # stream=False: the body is read inside get(), under the deadline
+                        response = self._http.get(url, params=params, headers=self._headers,
+                                                  timeout=self.timeout, allow_redirects=False)
+                    except (requests.exceptions.RequestException, OSError):
+                        if deadline.expired:
+                            raise _DeadlineExceeded() from None
+                        raise
+            except _DeadlineExceeded:
+                problem = f"no complete answer within request_deadline={self.request_deadline:g} s"
+                final = (
+                    f"Alpaca request to {path} took longer than {self.request_deadline:g} s "
+                    f"(request_deadline) {{when}}: the server is stalled or too slow; retry later "
+                    f"or raise request_deadline"
+                )
+            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                problem = type(exc).__name__
+                final = f"Alpaca unreachable on {path} {{when}} ({problem}, timeout {self.timeout:g} s)"
+            except requests.exceptions.RequestException as exc:  # a bad URL or header: not transient
+                raise SourceError(
+                    f"the request to Alpaca on {path} could not be made ({type(exc).__name__}): "
+                    f"{_snippet(str(exc), 200, raw=True)}"
+                ) from None
+            except OSError as exc:  # a socket error requests did not wrap: like a connection error
+                problem = type(exc).__name__
+                final = f"Alpaca unreachable on {path} {{when}} ({problem}, timeout {self.timeout:g} s)"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._json_body(response, path)
+                body = _snippet(response.text, 300, raw=True)
                 if status in (401, 403):
                     extra = (
                         f" (HTTP 403 can also mean your plan does not cover feed={self.feed.value!r})"
@@ -561,38 +987,26 @@ class AlpacaSource:
                         f"Check APCA_API_KEY_ID and APCA_API_SECRET_KEY (or ALPACA_API_KEY and "
                         f"ALPACA_SECRET_KEY){extra}",
                         status_code=status,
-                    ) from None
-                if status not in _RETRYABLE_STATUS:
-                    raise SourceError(
-                        f"Alpaca answered HTTP {status} on {path}: {body}", status_code=status
-                    ) from None
-                retry_after = self._retry_after(exc.response)
-                problem = f"HTTP {status}"
-                if attempt >= self.max_retries:
-                    cls = RateLimitError if status == 429 else SourceUnavailableError
-                    raise cls(
-                        f"Alpaca kept answering HTTP {status} on {path} after {attempt + 1} attempts: {body}",
-                        status_code=status,
-                    ) from None
-            except requests.exceptions.JSONDecodeError:
-                raise MalformedResponseError(
-                    f"Alpaca answered {path} with a body that is not valid JSON (truncated?)"
-                ) from None
-            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                problem = type(exc).__name__
-                if attempt >= self.max_retries:
-                    raise SourceUnavailableError(
-                        f"Alpaca unreachable on {path} after {attempt + 1} attempts "
-                        f"({problem}, timeout {self.timeout:g} s)"
-                    ) from None
-            else:
-                if not isinstance(result, dict):
-                    raise MalformedResponseError(
-                        f"Alpaca answered {path} with an empty or non-object body"
                     )
-                return result
+                if status not in RETRYABLE_STATUS:
+                    raise SourceError(f"Alpaca answered HTTP {status} on {path}: {body}", status_code=status)
+                retry_after = self._retry_after(response.headers, path)
+                problem = f"HTTP {status}"
+                final = f"Alpaca kept answering HTTP {status} on {path} {{when}}: {body}"
+
+            ctx.retry_spent += time.monotonic() - started
+            error = RateLimitError if status == 429 else SourceUnavailableError
+            if attempt >= self.max_retries:
+                raise error(final.replace("{when}", f"after {attempt + 1} attempts"), status_code=status)
             delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if ctx.retry_spent + delay > self.max_retry_seconds:
+                when = (
+                    f"after {attempt + 1} attempts (gave up: waiting {delay:.3g} s more would take "
+                    f"this call past max_retry_seconds={self.max_retry_seconds:g}, "
+                    f"{ctx.retry_spent:.3g} s already spent retrying)"
+                )
+                raise error(final.replace("{when}", when), status_code=status)
+            ctx.retry_spent += delay
             attempt += 1
             logger.warning(
                 "Alpaca %s on %s: retry %d/%d in %.2f s", problem, path, attempt, self.max_retries, delay
@@ -600,15 +1014,21 @@ class AlpacaSource:
             self._sleep(delay)
 
     def _call(self, fn: Callable, request: Any, what: str) -> Any:
-        """Run one SDK method; shape errors inside the SDK become MalformedResponseError."""
+        """Run one SDK method as one call (its pages share the page and retry budgets); shape
+        errors inside the SDK become :class:`MalformedResponseError`."""
+        previous = getattr(self._local, "call", None)
+        self._local.call = _CallContext(what)
         try:
             return fn(request)
         except SourceError:
             raise
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise MalformedResponseError(
-                f"unexpected response shape for {what}: {self._redact(str(exc))[:200]}"
+                f"unexpected response shape for {what}: {_snippet(str(exc), 200, raw=True)}"
             ) from None
+        finally:
+            self._local.call = previous
+
 
     # -- bars ----------------------------------------------------------------------------
 
@@ -725,7 +1145,7 @@ class AlpacaSource:
                 "close": _number(bar["c"], "c"),
                 "volume": _number(bar["v"], "v"),
                 "vwap": _number(bar.get("vw"), "vw", optional=True),
-                "trade_count": None if trade_count is None else int(_number(trade_count, "n")),
+                "trade_count": _count(trade_count, "n", f" of the latest {sym} bar"),
             }
         except KeyError as exc:
             raise MalformedResponseError(f"latest bar for {sym} lacks key {exc}") from None
@@ -760,27 +1180,90 @@ class AlpacaSource:
 # ---------------------------------------------------------------------------
 
 
-def _number(value: Any, key: str, optional: bool = False) -> float | None:
+_INT64_MAX = 2**63 - 1
+
+
+def _number(value: Any, key: str, optional: bool = False, where: str = "") -> float | None:
+    """A JSON number as a float; anything else (bool, string, object, an int beyond float
+    range) is a :class:`MalformedResponseError` naming the field. NaN and infinities pass:
+    the store's row validation rejects such rows with a reason."""
     if value is None and optional:
         return None
     if type(value) not in (int, float):
-        raise MalformedResponseError(f"field {key!r} is not a number: {value!r}"[:200])
-    return float(value)
+        raise MalformedResponseError(f"field {key!r}{where} is not a number: {_snippet(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise MalformedResponseError(
+            f"field {key!r}{where} is too large to be a number: {_snippet(value)}"
+        ) from None
+
+
+def _count(value: Any, key: str, where: str = "") -> int | None:
+    """A count (``n``, trade_count) as an int, or None when absent.
+
+    A JSON integer, or a float with a whole value, within the 64-bit range; anything else
+    (1e30, 1.5, NaN, true, "7") is a :class:`MalformedResponseError` naming the field. A
+    negative count passes through: the sync rejects that row with its reason.
+    """
+    if value is None:
+        return None
+    if type(value) is float:
+        if not math.isfinite(value) or not value.is_integer():
+            raise MalformedResponseError(
+                f"field {key!r}{where} (a count) is not a whole number: {_snippet(value)}"
+            )
+        value = int(value)
+    elif type(value) is not int:
+        raise MalformedResponseError(f"field {key!r}{where} (a count) is not a number: {_snippet(value)}")
+    if not -_INT64_MAX <= value <= _INT64_MAX:
+        raise MalformedResponseError(
+            f"field {key!r}{where} (a count) is outside the 64-bit integer range: {_snippet(value)}"
+        )
+    return value
 
 
 def _parse_time(value: Any) -> pd.Timestamp:
     if not isinstance(value, str):
-        raise MalformedResponseError(f"timestamp is not a string: {value!r}"[:200])
+        raise MalformedResponseError(f"timestamp is not a string: {_snippet(value)}")
     try:
         ts = pd.Timestamp(value)
-    except ValueError:
-        raise MalformedResponseError(f"cannot read timestamp {value!r}"[:200]) from None
+    except (ValueError, OverflowError):
+        raise MalformedResponseError(f"cannot read timestamp {_snippet(value)}") from None
+    if ts is pd.NaT:
+        raise MalformedResponseError(f"cannot read timestamp {_snippet(value)}")
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
     return ts.tz_convert("UTC")
 
 
 _REQUIRED_BAR_KEYS = ("t", "o", "h", "l", "c", "v")
+
+
+def _where(symbols: list[str], times: list[Any], i: int) -> str:
+    return f" of the {symbols[i]} bar at {_snippet(times[i], 40, raw=True)}"
+
+
+def _float_column(values: list[Any], key: str, symbols: list[str], times: list[Any],
+                  optional: bool = False) -> np.ndarray:
+    """``values`` as float64; the first bad one raises (via :func:`_number`) naming its bar."""
+    for i, v in enumerate(values):
+        if type(v) not in (int, float) and not (optional and v is None):
+            _number(v, key, optional, _where(symbols, times, i))
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    except OverflowError:  # an int beyond float range
+        for i, v in enumerate(values):
+            if v is not None:
+                _number(v, key, optional, _where(symbols, times, i))
+        raise  # pragma: no cover - _number raised above
+
+
+def _count_column(values: list[Any], key: str, symbols: list[str], times: list[Any]) -> Any:
+    """``values`` as a nullable Int64 array; the first bad one raises naming its bar."""
+    if not all(v is None or (type(v) is int and -_INT64_MAX <= v <= _INT64_MAX) for v in values):
+        values = [_count(v, key, _where(symbols, times, i)) for i, v in enumerate(values)]
+    return pd.array(values, dtype="Int64")
 
 
 def _parse_bars(raw: Any) -> pd.DataFrame:
@@ -796,45 +1279,39 @@ def _parse_bars(raw: Any) -> pd.DataFrame:
         if bars is None:
             continue
         if not isinstance(bars, list):
-            raise MalformedResponseError(f"stock bars for {sym!r} are not a list")
+            raise MalformedResponseError(f"stock bars for {_snippet(sym)} are not a list")
         sym_u = str(sym).upper()
         for bar in bars:
             if not isinstance(bar, dict):
-                raise MalformedResponseError(f"a bar for {sym_u} is not an object")
+                raise MalformedResponseError(f"a bar for {_snippet(sym_u)} is not an object")
             missing = [k for k in _REQUIRED_BAR_KEYS if bar.get(k) is None]
             if missing:
-                raise MalformedResponseError(f"a bar for {sym_u} lacks {', '.join(missing)}")
+                raise MalformedResponseError(f"a bar for {_snippet(sym_u)} lacks {', '.join(missing)}")
             symbols.append(sym_u)
             times.append(bar["t"])
             for k in cols:
                 cols[k].append(bar.get(k))
     if not symbols:
         return empty_bars_frame()
-    for k, values in cols.items():
-        optional = k in ("vw", "n")
-        bad = [v for v in values if type(v) not in (int, float) and not (optional and v is None)]
-        if bad:
-            raise MalformedResponseError(f"bar field {k!r} holds non-numbers, e.g. {bad[0]!r}"[:200])
+    floats = {k: _float_column(cols[k], k, symbols, times, optional=(k == "vw"))
+              for k in ("o", "h", "l", "c", "v", "vw")}
+    trade_count = _count_column(cols["n"], "n", symbols, times)
     if not all(isinstance(t, str) for t in times):
         raise MalformedResponseError("bar timestamps must be RFC-3339 strings")
     try:
         stamps = pd.DatetimeIndex(pd.to_datetime(times, utc=True, format="ISO8601")).as_unit("ns")
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise MalformedResponseError("cannot read the bar timestamps as RFC-3339") from None
-    try:
-        trade_count = pd.array([None if v is None else v for v in cols["n"]], dtype="Int64")
-    except (TypeError, ValueError):
-        raise MalformedResponseError("bar field 'n' (trade count) holds non-integers") from None
     frame = _bars_frame(
         symbols,
         stamps,
         {
-            "open": cols["o"],
-            "high": cols["h"],
-            "low": cols["l"],
-            "close": cols["c"],
-            "volume": cols["v"],
-            "vwap": [np.nan if v is None else v for v in cols["vw"]],
+            "open": floats["o"],
+            "high": floats["h"],
+            "low": floats["l"],
+            "close": floats["c"],
+            "volume": floats["v"],
+            "vwap": floats["vw"],
             "trade_count": trade_count,
         },
     )

@@ -1,7 +1,7 @@
 """Prefect tasks: one small task per pipeline stage, each wrapping one cachelib call.
 
-* :mod:`tasks.market_data` - ``fetch_and_store_bars``, ``snapshot_option_chains`` (network:
-  retries with backoff and jitter, never on authentication errors).
+* :mod:`tasks.market_data` - ``fetch_and_store_bars``, ``snapshot_option_chains`` (network;
+  no task retries: HTTP faults are retried once, inside the source).
 * :mod:`tasks.maintenance` - ``cleanup_expired``, ``vacuum_cache``, ``cache_stats``.
 * :mod:`tasks.replay` - ``replay_session``.
 

@@ -1,10 +1,12 @@
 """Prefect tasks that talk to a market-data source: fetch bars, snapshot option chains.
 
-Both are network tasks: retried ``RETRIES`` times with exponential backoff and jitter, but only
-for failures that can go away (HTTP 429/5xx that outlived the source's own retries, timeouts,
-truncated bodies, a database still locked after its timeout). Authentication errors and bad
-input are never retried: the same call would fail the same way, and retrying a 401 only burns
-the vendor's request budget.
+**One retry layer.** HTTP faults (429, 5xx, timeouts, dropped connections, stalled answers)
+are retried in exactly one place: inside the source (``AlpacaSource``), which knows
+``Retry-After`` and which faults are transient, and bounds its retries per request
+(``max_retries``) and per call (``max_retry_seconds``). These tasks therefore run with
+``retries=0``: an error that reaches a task already outlived the source's retries, and
+retrying the task would multiply the requests (5 x 3 retries once cost ~24 requests for one
+persistent failure). The next scheduled run catches up, because the sync is gap-aware.
 
 Tasks take database paths and plain values and build the source inside the task, so they run
 unchanged in a thread, a Dask worker or another process. Results depend on the database's
@@ -14,14 +16,16 @@ Source options come from the environment, because deployments cannot pass Python
 
 * ``CACHELIB_ALPACA_MAX_RETRIES``: HTTP retries per request inside ``AlpacaSource`` (default 5).
 * ``CACHELIB_ALPACA_BACKOFF_BASE``: seconds of its first backoff (default 1.0).
+* ``CACHELIB_ALPACA_MAX_RETRY_SECONDS``: seconds one source call may spend retrying (default 300).
+* ``CACHELIB_ALPACA_REQUEST_DEADLINE``: seconds one HTTP request may take in total (default 120).
 * ``CACHELIB_ALPACA_RATE_LIMIT``: requests per minute for the whole process (default 200,
   Alpaca's free plan; 0 = no limit). One limiter is shared by every task of the process.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,37 +34,36 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
-from cachelib.sources import AuthenticationError, RateLimiter, SourceError, get_source
+from cachelib.sources import RateLimiter, get_source
 from cachelib.store import TradingCacheManager
 from cachelib.sync import sync_bars, sync_option_chains
 
 __all__ = [
     "fetch_and_store_bars",
     "snapshot_option_chains",
-    "is_transient",
-    "retry_if_transient",
     "source_options",
     "open_source",
     "STORE_TIMEOUT",
     "ENV_MAX_RETRIES",
     "ENV_BACKOFF_BASE",
     "ENV_RATE_LIMIT",
+    "ENV_MAX_RETRY_SECONDS",
+    "ENV_REQUEST_DEADLINE",
 ]
 
 #: Seconds a task waits for SQLite's write lock: parallel replay/ingest tasks share one file.
 STORE_TIMEOUT = 60.0
-#: Task-level retries of the network tasks, and the first delay (then x2, x4), with jitter.
-RETRIES = 3
-RETRY_BACKOFF_SECONDS = 10.0
-RETRY_JITTER_FACTOR = 0.5
+#: Task-level retries of the network tasks: none, the source is the one retry layer.
+RETRIES = 0
 #: A sync report's rejections are capped in the task result (the counts per reason are not).
 MAX_REJECTIONS_RETURNED = 50
 
 ENV_MAX_RETRIES = "CACHELIB_ALPACA_MAX_RETRIES"
 ENV_BACKOFF_BASE = "CACHELIB_ALPACA_BACKOFF_BASE"
 ENV_RATE_LIMIT = "CACHELIB_ALPACA_RATE_LIMIT"
+ENV_MAX_RETRY_SECONDS = "CACHELIB_ALPACA_MAX_RETRY_SECONDS"
+ENV_REQUEST_DEADLINE = "CACHELIB_ALPACA_REQUEST_DEADLINE"
 DEFAULT_RATE_LIMIT = 200.0  # Alpaca free plan: 200 data requests per minute
 
 _LIMITERS: dict[float, RateLimiter] = {}
@@ -78,8 +81,8 @@ def _env_number(name: str, kind: type) -> Any:
         value = kind(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {raw!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
     return value
 
 
@@ -107,6 +110,10 @@ def source_options(name: str) -> dict[str, Any]:
     backoff = _env_number(ENV_BACKOFF_BASE, float)
     if backoff is not None:
         options["backoff_base"] = backoff
+    for env, option in ((ENV_MAX_RETRY_SECONDS, "max_retry_seconds"), (ENV_REQUEST_DEADLINE, "request_deadline")):
+        value = _env_number(env, float)
+        if value is not None:
+            options[option] = value
     rate = _env_number(ENV_RATE_LIMIT, float)
     options["rate_limiter"] = shared_rate_limiter(DEFAULT_RATE_LIMIT if rate is None else rate)
     return options
@@ -128,35 +135,8 @@ def _now(now: str | None) -> datetime | None:
     return datetime.fromisoformat(now) if now else None
 
 
-# -- retry policy --------------------------------------------------------------------------
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed network task may succeed if run again."""
-    if isinstance(exc, AuthenticationError):
-        return False  # bad or missing keys: a retry repeats the 401 and burns request budget
-    if isinstance(exc, SourceError):
-        status = exc.status_code
-        return status is None or status == 429 or status >= 500
-    if isinstance(exc, sqlite3.OperationalError):
-        return "locked" in str(exc) or "busy" in str(exc)
-    return isinstance(exc, (OSError, TimeoutError))
-
-
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn(task, task_run, state)``: retry transient failures only.
-
-    Prefect 3.8.8 calls it only if it is a plain function (``inspect.isfunction``).
-    """
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and is_transient(exc)
-
-
 _NETWORK_TASK = dict(
-    retries=RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_SECONDS),
-    retry_jitter_factor=RETRY_JITTER_FACTOR,
-    retry_condition_fn=retry_if_transient,
+    retries=RETRIES,  # 0: HTTP faults are retried inside the source only (module docstring)
     cache_policy=NO_CACHE,
     persist_result=False,
 )

@@ -74,6 +74,8 @@ class Fault:
     ``delay``: sleep this many seconds before answering (a slow response / client timeout).
     ``truncate``: send the real 200 body cut in half (Content-Length matches the half: bad JSON).
     ``drop``: declare the full Content-Length, send half the body and close the connection.
+    ``drip``: send the answer one byte every ``drip`` seconds (a stalled server that never
+    trips a per-read timeout); from the status line on, or only the body if ``drip_body_only``.
     """
 
     status: int | None = 500
@@ -83,6 +85,8 @@ class Fault:
     delay: float = 0.0
     truncate: bool = False
     drop: bool = False
+    drip: float = 0.0
+    drip_body_only: bool = False
 
     @classmethod
     def http(cls, status: int, retry_after: float | str | None = None, body: Any = None) -> "Fault":
@@ -100,6 +104,11 @@ class Fault:
     @classmethod
     def slow(cls, seconds: float, status: int | None = None) -> "Fault":
         return cls(status=status, delay=seconds)
+
+    @classmethod
+    def dripping(cls, every: float = 0.5, body_only: bool = False, status: int | None = None) -> "Fault":
+        """Answer normally (or with ``status``), but one byte every ``every`` seconds."""
+        return cls(status=status, drip=every, drip_body_only=body_only)
 
     @classmethod
     def json_body(cls, payload: Any, status: int = 200) -> "Fault":
@@ -299,8 +308,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+    def _drip(self, status: int, body: bytes, headers: dict[str, str] | None, every: float,
+              body_only: bool, stop: threading.Event) -> None:
+        """Write the whole answer slowly: one byte, then ``every`` seconds, until done or the
+        client hangs up (or the stub stops)."""
+        head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                "Content-Type: application/json; charset=utf-8", f"Content-Length: {len(body)}",
+                "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        raw_head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        try:
+            if body_only:
+                self.wfile.write(raw_head)
+                self.wfile.flush()
+                raw = body
+            else:
+                raw = raw_head + body
+            for i in range(len(raw)):
+                self.wfile.write(raw[i:i + 1])
+                self.wfile.flush()
+                if stop.wait(every):
+                    break
+        except OSError:
+            pass
+        self.close_connection = True
+
+
 class AlpacaStub:
-    """A threaded loopback server with in-memory Alpaca market data, faults and request records."""
+    """A threaded loopback server with in-memory Alpaca market data, faults and request records.
+
+    ``repeat_page_token``: when set, every paginated answer (bars, option chain) serves its first
+    page with this ``next_page_token``, whatever token the client sent (a broken pager).
+    """
 
     def __init__(
         self,
@@ -311,6 +350,7 @@ class AlpacaStub:
     ) -> None:
         self.page_size = page_size
         self.option_page_size = option_page_size
+        self.repeat_page_token: str | None = None
         # When set, requests whose APCA-API-KEY-ID/SECRET headers differ get a 401.
         self.api_key = api_key
         self.secret_key = secret_key
@@ -476,6 +516,9 @@ class AlpacaStub:
             body = fault.body if fault.body is not None else json.dumps(
                 _ERROR_BODIES.get(fault.status, {"message": f"HTTP {fault.status}"}))
             record.status = fault.status
+            if fault.drip:
+                h._drip(fault.status, body.encode(), headers, fault.drip, fault.drip_body_only, self._stop)
+                return
             h._write(fault.status, body.encode(), headers)
             return
 
@@ -484,6 +527,10 @@ class AlpacaStub:
         except _BadRequest as exc:
             status, payload = 400, {"code": 40010001, "message": str(exc)}
         body = json.dumps(payload).encode()
+        if fault is not None and fault.drip:
+            record.status = status
+            h._drip(status, body, dict(fault.headers), fault.drip, fault.drip_body_only, self._stop)
+            return
         if fault is not None and fault.truncate:
             record.status = status
             h._write(status, body[: len(body) // 2])
@@ -531,7 +578,8 @@ class AlpacaStub:
             if descending:
                 series.reverse()
             rows.extend((sym, bar) for bar in series)
-        page, token = self._page(rows, params, default_limit=1000, max_limit=10_000, size=self.page_size)
+        page, token = self._page(rows, params, default_limit=1000, max_limit=10_000, size=self.page_size,
+                                 repeat=self.repeat_page_token)
         bars: dict[str, list] = {}
         for sym, bar in page:
             bars.setdefault(sym, []).append(bar)
@@ -564,18 +612,21 @@ class AlpacaStub:
             if root and root.upper() != c_root:
                 continue
             rows.append((contract, chain[contract]))
-        page, token = self._page(rows, params, default_limit=100, max_limit=1000, size=self.option_page_size)
+        page, token = self._page(rows, params, default_limit=100, max_limit=1000, size=self.option_page_size,
+                                 repeat=self.repeat_page_token)
         return {"snapshots": dict(page), "next_page_token": token}
 
     @staticmethod
     def _page(rows: list, params: dict[str, str], default_limit: int, max_limit: int,
-              size: int) -> tuple[list, str | None]:
+              size: int, repeat: str | None = None) -> tuple[list, str | None]:
         try:
             limit = int(params.get("limit") or default_limit)
         except ValueError:
             raise _BadRequest("invalid limit") from None
         if not 1 <= limit <= max_limit:
             raise _BadRequest(f"limit must be between 1 and {max_limit}")
+        if repeat is not None:  # a broken pager: always the first page, always the same token
+            return rows[: min(limit, size)], repeat
         offset = 0
         if params.get("page_token"):
             try:
@@ -636,3 +687,26 @@ def alpaca_stub_fixture(scope: str = "function", name: str = "alpaca_stub", **st
             yield stub
 
     return _fixture
+
+
+AMBIENT_KEY_VARS = ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
+                    "APCA_API_DATA_URL")
+
+
+def no_ambient_keys_fixture():
+    """An autouse fixture that hides the developer's Alpaca variables from each test."""
+    import pytest
+
+    @pytest.fixture(autouse=True, name="_no_ambient_keys")
+    def _fixture(monkeypatch):
+        for var in AMBIENT_KEY_VARS:
+            monkeypatch.delenv(var, raising=False)
+
+    return _fixture
+
+
+class Sleeps(list):
+    """A sleep() that records instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)

@@ -31,30 +31,19 @@ from cachelib.sources import (
     request_window,
 )
 
-try:  # tests/ is on sys.path under pytest's default import mode
-    from alpaca_stub import (
-        TEST_KEY,
-        TEST_SECRET,
-        AlpacaStub,
-        Fault,
-        alpaca_env,
-        alpaca_stub_fixture,
-        make_daily_bars,
-        make_minute_bars,
-        make_option_snapshot,
-    )
-except ImportError:  # pragma: no cover - importlib mode, run from the project root
-    from tests.alpaca_stub import (  # type: ignore[no-redef]
-        TEST_KEY,
-        TEST_SECRET,
-        AlpacaStub,
-        Fault,
-        alpaca_env,
-        alpaca_stub_fixture,
-        make_daily_bars,
-        make_minute_bars,
-        make_option_snapshot,
-    )
+from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
+    TEST_KEY,
+    TEST_SECRET,
+    AlpacaStub,
+    Fault,
+    Sleeps,
+    alpaca_env,
+    alpaca_stub_fixture,
+    make_daily_bars,
+    make_minute_bars,
+    make_option_snapshot,
+    no_ambient_keys_fixture,
+)
 
 alpaca_stub = alpaca_stub_fixture()
 
@@ -63,18 +52,7 @@ CHAIN = "/v1beta1/options/snapshots/*"
 LATEST_TRADE = "/v2/stocks/trades/latest"
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch):
-    for var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
-                "APCA_API_DATA_URL"):
-        monkeypatch.delenv(var, raising=False)
-
-
-class Sleeps(list):
-    """A sleep() that records instead of sleeping."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
+_no_ambient_keys = no_ambient_keys_fixture()
 
 
 class FakeClock:

@@ -6,9 +6,22 @@ Every subcommand accepts the global ``--db-path`` and ``--json`` before or after
     cache-manager --db-path /data/cache.db symbols --json
     cache-manager export SPY --start 2025-01-01 --end 2025-01-31 --format csv --output spy.csv
 
-Readable tables go to stdout for people, ``--json`` output for scripts. Exit codes: 0 done,
-1 error or nothing found or declined (one ``error: ...`` line on stderr, no traceback),
-2 usage error (argparse).
+Readable tables go to stdout for people, ``--json`` output for scripts.
+
+Times: ``--start``/``--end`` take a day (``YYYY-MM-DD``, a whole New York session) or a time.
+A time without an offset is New York time, as the tables show it; ``Z`` or ``+HH:MM`` is
+honoured (``2026-11-27T10:00`` and ``2026-11-27T15:00Z`` are the same instant).
+
+Exit codes (:data:`EXIT_CODES`): 0 done, also when nothing matched (a message on stderr, and
+``--json`` output stays well-formed, e.g. ``[]``); 1 runtime error or declined confirmation
+(one ``error: ...`` line on stderr, never a traceback); 2 usage error (argparse: unknown
+flag, malformed date, time, timeframe or symbol); 130 interrupted (Ctrl-C); 141 the reader
+of stdout went away (``cache-manager query ... | head``), quietly.
+
+Read-only and maintenance commands never create a cache: on a path that does not exist they
+say ``no cache at PATH`` and exit 1. Only ``migrate-legacy`` creates one. No command writes
+over the database or its ``-wal``/``-shm``/``-journal`` files; ``export --output`` replaces an
+existing file only with ``--force``, and atomically (a failure never leaves half a file).
 """
 
 from __future__ import annotations
@@ -20,24 +33,112 @@ import io
 import json
 import math
 import os
+import secrets
 import sqlite3
+import stat
 import sys
-from collections.abc import Callable, Sequence
-from datetime import timezone
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 
 from . import __version__
-from .bars import NY, parse_timeframe
-from .store import TradingCacheManager, default_db_path
+from .bars import _VALID_AMOUNTS, BAR_COLUMNS, NY, key_range, normalize_symbol, parse_timeframe
+from .store import TradingCacheManager, database_files, default_db_path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_CODES"]
+
+#: What each exit code of ``cache-manager`` means (also printed by ``--help``).
+EXIT_CODES: dict[int, str] = {
+    0: "done, also when nothing matched (a message on stderr; --json output stays well-formed)",
+    1: "runtime error, e.g. 'no cache at PATH' (one 'error: ...' line on stderr), a declined "
+    "confirmation, or a legacy file that failed to import",
+    2: "usage error: unknown command or flag, malformed date, time, timeframe or symbol",
+    130: "interrupted (Ctrl-C)",
+    141: "stdout was closed by its reader (e.g. '| head'): stops quietly",
+}
+_EXIT_ERROR, _EXIT_INTERRUPTED, _EXIT_BROKEN_PIPE = 1, 130, 141
+
+_TIME_RULE = (
+    "--start/--end: a day YYYY-MM-DD is a whole New York session; a time without an offset "
+    "(2026-11-27T10:00) is New York time, as the tables show it; Z or +HH:MM is honoured."
+)
 
 
 class _Abort(Exception):
-    """Stop with exit code 1 and this message on stderr (not an ``error:``)."""
+    """Stop with exit code 1 and this message on stderr as it is (a declined confirmation)."""
+
+
+class _Error(Exception):
+    """Stop with exit code 1 and ``error: <message>`` on stderr."""
+
+
+# ---------------------------------------------------------------------------
+# Argument types: malformed values are usage errors (argparse, exit 2)
+# ---------------------------------------------------------------------------
+
+
+def _describe_timeframes() -> str:
+    """The timeframes :func:`~cachelib.bars.parse_timeframe` (hence the cache) accepts."""
+    parts = []
+    for unit, amounts in _VALID_AMOUNTS.items():
+        amounts = list(amounts)
+        if len(amounts) == 1:
+            parts.append(f"{amounts[0]}{unit}")
+        elif amounts == list(range(amounts[0], amounts[-1] + 1)):
+            parts.append(f"N{unit} (N {amounts[0]}-{amounts[-1]})")
+        else:
+            parts.append(f"N{unit} (N {', '.join(map(str, amounts))})")
+    return ", ".join(parts)
+
+
+ACCEPTED_TIMEFRAMES = _describe_timeframes()
+
+
+def _timeframe(text: str) -> str:
+    """``--timeframe``: the canonical name (``1H`` -> ``1Hour``)."""
+    try:
+        return parse_timeframe(text).name
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown timeframe {text!r}: the cache accepts {ACCEPTED_TIMEFRAMES}"
+        ) from None
+
+
+def _when(text: str) -> date | datetime:
+    """``--start``/``--end``: a ``date`` for a day, else an aware ``datetime`` (naive = New York)."""
+    value = text.strip()
+    with contextlib.suppress(ValueError):
+        return date.fromisoformat(value)  # a whole New York session
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a day (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM[:SS], "
+            "New York time unless it ends in Z or +HH:MM)"
+        ) from None
+    # Tables show New York time, so a time typed without an offset means New York time.
+    return moment.replace(tzinfo=NY) if moment.tzinfo is None else moment
+
+
+def _symbol(text: str) -> str:
+    """A ticker, validated and upper-cased by the cache's own rule."""
+    try:
+        return normalize_symbol(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _show(value: date | datetime | None) -> str:
+    """A ``--start``/``--end`` value as people typed it (days as ``YYYY-MM-DD``)."""
+    return "" if value is None else value.isoformat()
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 # ---------------------------------------------------------------------------
@@ -131,8 +232,13 @@ def _dump_json(payload: Any, out: TextIO) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> TradingCacheManager:
-    return TradingCacheManager(args.db_path or default_db_path())
+def _open(args: argparse.Namespace, create: bool = False) -> TradingCacheManager:
+    """The cache at ``--db-path``. Only ``create=True`` (``migrate-legacy``) may create one: every
+    other command on a missing path fails with "no cache at PATH" and creates nothing, so a
+    mistyped ``--db-path`` or ``TRADING_CACHE_DB`` is reported instead of silently emptied."""
+    # An explicit empty --db-path is an error (the store says so), not the default path.
+    path = default_db_path() if args.db_path is None else args.db_path
+    return TradingCacheManager(path, create=create)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -197,40 +303,97 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_symbols(args: argparse.Namespace) -> int:
     with _open(args) as cache:
         symbols = cache.get_symbols(asset_type=args.asset_type)
+    if not symbols:
+        print(f"No {args.asset_type} symbols cached", file=sys.stderr)
     if args.json:
         _dump_json(symbols, sys.stdout)
     elif symbols:
         print("\n".join(symbols))
-    else:
-        print(f"No {args.asset_type} symbols cached", file=sys.stderr)
     return 0
 
 
-def _bars(args: argparse.Namespace) -> pd.DataFrame:
-    tf = parse_timeframe(args.timeframe).name
-    with _open(args) as cache:
-        frame = cache.get(args.symbol, args.start, args.end, source=args.source,
-                          asset_type=args.asset_type, timeframe=tf)
+def _bars(cache: TradingCacheManager, args: argparse.Namespace) -> pd.DataFrame | None:
+    """The bars ``export``/``query`` select, or ``None`` after saying on stderr that none match."""
+    frame = cache.get(args.symbol, args.start, args.end, source=args.source,
+                      asset_type=args.asset_type, timeframe=args.timeframe)
     if frame is None:
         where = f" from {args.source}" if args.source else ""
-        raise _Abort(f"No cached {tf} bars for {args.symbol.upper()}{where} in {args.start} .. {args.end}")
+        print(f"No cached {args.timeframe} bars for {args.symbol}{where} in "
+              f"{_show(args.start)} .. {_show(args.end)}", file=sys.stderr)
     return frame
 
 
+def _output_target(output: str, db_path: Path, force: bool) -> Path:
+    """Where ``--output`` really writes (symlinks resolved), after refusing the database and its
+    sidecars, a directory, a missing folder and (without ``--force``) an existing file."""
+    if not output.strip():
+        raise ValueError("--output is empty; give a file name")
+    target = Path(os.path.realpath(output))
+    for protected in database_files(db_path):
+        same = target == protected
+        with contextlib.suppress(OSError):  # also a hard link or a case-insensitive file system
+            same = same or (target.exists() and protected.exists() and target.samefile(protected))
+        if same:
+            raise ValueError(
+                f"--output {output} is the cache database file {protected}: refusing to write over "
+                "it; choose another output file"
+            )
+    if target.is_dir():
+        raise ValueError(f"--output {output} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ValueError(f"cannot write --output {output}: folder {target.parent} does not exist")
+    if target.is_file() and not force:
+        raise ValueError(f"{output} exists; pass --force to overwrite")
+    return target
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file in the same folder and
+    ``os.replace``: readers see the old file or the whole new one, never half a file."""
+    if target.exists() and not target.is_file():
+        # A device or a pipe (/dev/null, a FIFO): there is no file to replace, stream into it.
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as for open()
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if target.exists():  # --force keeps the replaced file's permissions
+            os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    frame = _bars(args)
-    records = _records(frame)
+    with _open(args) as cache:
+        target = None if args.output is None else _output_target(args.output, cache.db_path, args.force)
+        frame = _bars(cache, args)
+    records = [] if frame is None else _records(frame)
     buffer = io.StringIO()
     if args.format == "csv":
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        # Nothing matched still gives a well-formed file: the header row alone.
+        key = "timestamp" if parse_timeframe(args.timeframe).is_intraday else "date"
+        fields = list(records[0]) if records else [key, *BAR_COLUMNS]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
     else:
         _dump_json(records, buffer)
-    if args.output is None:
+    if target is None:
         sys.stdout.write(buffer.getvalue())
         return 0
-    Path(args.output).write_text(buffer.getvalue(), encoding="utf-8")
+    try:
+        _write_atomically(target, buffer.getvalue())
+    except OSError as exc:  # a full disk, a read-only folder...: name the file, not the temporary one
+        raise _Error(f"cannot write --output {args.output}: {exc.strerror or exc} (the file was not "
+                     "changed)") from None
     if args.json:
         _dump_json({"output": str(args.output), "rows": len(records), "format": args.format}, sys.stdout)
     else:
@@ -239,9 +402,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    frame = _bars(args)
+    with _open(args) as cache:
+        frame = _bars(cache, args)
     if args.json:
-        _dump_json(_records(frame), sys.stdout)
+        _dump_json([] if frame is None else _records(frame), sys.stdout)
+        return 0
+    if frame is None:
         return 0
     intraday = frame.index.tz is not None
     rows = []
@@ -272,7 +438,8 @@ def _describe_filters(args: argparse.Namespace) -> str:
     parts = [
         f"{label} {value}"
         for label, value in (("symbol", args.symbol), ("source", args.source), ("timeframe", args.timeframe),
-                             ("asset type", args.asset_type), ("from", args.start), ("to", args.end))
+                             ("asset type", args.asset_type), ("from", _show(args.start)),
+                             ("to", _show(args.end)))
         if value
     ]
     return ", ".join(parts) if parts else "all bars"
@@ -281,27 +448,24 @@ def _describe_filters(args: argparse.Namespace) -> str:
 def _confirm(question: str) -> bool:
     stream = sys.stdin
     if stream is None or stream.closed:
-        raise _Abort("Nothing to read an answer from: pass --yes to delete without asking")
+        raise _Error("nothing to read an answer from: pass --yes to delete without asking")
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     answer = stream.readline()
     if not answer or not stream.isatty():
         sys.stderr.write("\n")  # nothing was echoed: end the prompt's line
     if not answer:  # EOF: no one is there to answer
-        raise _Abort("No answer on stdin: pass --yes to delete without asking")
+        raise _Error("no answer on stdin: pass --yes to delete without asking")
     return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    if args.timeframe is not None:
-        args.timeframe = parse_timeframe(args.timeframe).name
     with _open(args) as cache:
         matching = _count_matching(cache, args)
         if matching == 0:
+            print(f"No bars match ({_describe_filters(args)})", file=sys.stderr)
             if args.json:
                 _dump_json({"bars_deleted": 0}, sys.stdout)
-            else:
-                print(f"No bars match ({_describe_filters(args)})")
             return 0
         if not args.yes and not _confirm(
             f"Delete {matching:,} bars ({_describe_filters(args)}) from {cache.db_path}?"
@@ -322,7 +486,7 @@ def cmd_migrate_legacy(args: argparse.Namespace) -> int:
         # A dry run validates files only: it does not even create the database.
         report = migrate_legacy(None, args.directory, dry_run=True)
     else:
-        with _open(args) as cache:
+        with _open(args, create=True) as cache:  # the one command that creates a cache
             report = migrate_legacy(cache, args.directory)
     if args.json:
         _dump_json(report.to_dict(), sys.stdout)
@@ -366,22 +530,39 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+_TIMEFRAME_HELP = f"bar timeframe: {ACCEPTED_TIMEFRAMES}; aliases T, H, D, W, M"
+
+
 def _range_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("symbol", help="ticker, e.g. SPY")
-    parser.add_argument("--start", required=True, help="first day (YYYY-MM-DD) or instant (ISO)")
-    parser.add_argument("--end", required=True, help="last day (YYYY-MM-DD, whole day) or instant (ISO)")
-    parser.add_argument(
-        "--timeframe", default="1Day", help="bar timeframe: 1Day, 1Hour, 5Min... (default 1Day)"
-    )
+    parser.add_argument("symbol", type=_symbol, help="ticker, e.g. SPY")
+    parser.add_argument("--start", required=True, type=_when, metavar="WHEN",
+                        help="first day (YYYY-MM-DD) or time (naive = New York time)")
+    parser.add_argument("--end", required=True, type=_when, metavar="WHEN",
+                        help="last day (YYYY-MM-DD, the whole session) or time (naive = New York time)")
+    parser.add_argument("--timeframe", default="1Day", type=_timeframe, metavar="TF",
+                        help=f"{_TIMEFRAME_HELP} (default 1Day)")
     parser.add_argument("--source", default=None, help="only this source (default: best source per bar)")
     parser.add_argument("--asset-type", default="stock", help="asset type (default stock)")
+
+
+def _epilog() -> str:
+    codes = "\n".join(
+        textwrap.fill(meaning, 78, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
+        for code, meaning in EXIT_CODES.items()
+    )
+    return f"{textwrap.fill(_TIME_RULE, 78)}\n\nExit codes:\n{codes}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cache-manager",
-        description="Inspect and maintain the cachelib SQLite market-data cache.",
-        epilog="Exit codes: 0 ok, 1 error / nothing found / declined, 2 usage error.",
+        description=textwrap.fill(
+            "Inspect and maintain the cachelib SQLite market-data cache. Only migrate-legacy "
+            "creates a cache; every other command on a missing --db-path says 'no cache at PATH'.",
+            78,
+        ),
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, suppress=False)
@@ -390,8 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
+                           epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func, parser=p)
         return p
 
     add("stats", cmd_stats, "bar, option-chain and trade counts, sizes and date range")
@@ -403,45 +585,112 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a symbol's bars as JSON records or CSV")
     _range_options(p)
     p.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
-    p.add_argument("--output", metavar="FILE", default=None, help="write to FILE instead of stdout")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="write to FILE instead of stdout (atomically; never the cache database)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     p = add("query", cmd_query, "show a symbol's cached bars as a table")
     _range_options(p)
     p = add("clear", cmd_clear, "delete cached bars matching the filters (all bars without filters)")
-    p.add_argument("--symbol", default=None, help="only this symbol")
+    p.add_argument("--symbol", default=None, type=_symbol, help="only this symbol")
     p.add_argument("--source", default=None, help="only this source")
-    p.add_argument("--timeframe", default=None, help="only this timeframe")
-    p.add_argument("--start", default=None, help="from this day (YYYY-MM-DD)")
-    p.add_argument("--end", default=None, help="up to this day (YYYY-MM-DD, whole day)")
+    p.add_argument("--timeframe", default=None, type=_timeframe, metavar="TF",
+                   help=f"only this timeframe ({_TIMEFRAME_HELP})")
+    p.add_argument("--start", default=None, type=_when, metavar="WHEN",
+                   help="from this day (YYYY-MM-DD) or time (naive = New York time)")
+    p.add_argument("--end", default=None, type=_when, metavar="WHEN",
+                   help="up to this day (YYYY-MM-DD, the whole session) or time (naive = New York time)")
     p.add_argument("--asset-type", default=None, help="only this asset type (default: all)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("migrate-legacy", cmd_migrate_legacy,
-            "import the deprecated JSON file cache (.cache/market_data)")
+            "import the deprecated JSON file cache (.cache/market_data); creates the cache if needed")
     p.add_argument("directory", metavar="DIR", help="directory of SYMBOL_START_END_SOURCE.json files")
     p.add_argument("--dry-run", action="store_true", help="validate every file, write nothing")
     return parser
 
 
+def _check_range(args: argparse.Namespace) -> None:
+    """A reversed or unrepresentable ``--start``/``--end`` is a usage error (exit 2)."""
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is None or end is None:
+        return
+    timeframe = getattr(args, "timeframe", None)
+    kinds = (True, False) if timeframe is None else (parse_timeframe(timeframe).is_intraday,)
+    for intraday in kinds:
+        try:
+            key_range(start, end, intraday)
+        except OverflowError:
+            args.parser.error(f"--start {_show(start)} .. --end {_show(end)} is outside the dates the "
+                              "cache can hold")
+        except ValueError:
+            args.parser.error(f"--start {_show(start)} is after --end {_show(end)}")
+
+
+def _say(message: str) -> None:
+    """One line on stderr; a closed stderr is not worth a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(_one_line(message), file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null, so the interpreter's final
+    flush of what is still buffered does not complain ("Exception ignored ... Broken pipe")."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _complete_writes() -> Iterator[None]:
+    """Give an unbuffered stdout (``python -u``, ``PYTHONUNBUFFERED=1``, common in containers)
+    a buffer for the command's duration. Unbuffered, a write the kernel takes only in part (a
+    pipe whose reader left, a full disk) silently drops the rest and the command "succeeds";
+    buffered, every write completes or raises."""
+    stream = sys.stdout
+    if not isinstance(getattr(stream, "buffer", None), io.RawIOBase):
+        yield
+        return
+    fd = os.dup(stream.fileno())  # our own descriptor: closing it leaves stdout open
+    ours = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w")), encoding=stream.encoding,
+                            errors=stream.errors, line_buffering=stream.line_buffering)
+    sys.stdout = ours
+    try:
+        yield
+        ours.flush()
+    finally:
+        sys.stdout = stream
+        with contextlib.suppress(OSError, ValueError):  # after a closed pipe: drop what is left
+            ours.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cache-manager`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
+    """Run ``cache-manager`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code
+    (:data:`EXIT_CODES`)."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version and usage errors (2)
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    try:
-        return args.func(args)
-    except _Abort as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except (ValueError, sqlite3.Error, OSError) as exc:  # DatabaseFileError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+            _check_range(args)
+        except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        with _complete_writes():
+            code = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at exit
+        return code
     except BrokenPipeError:
-        # The reader went away (``cache-manager query ... | head``): stop quietly, and point
-        # stdout at /dev/null so the interpreter's final flush does not complain again.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        # Before OSError (its base class): ``cache-manager query ... | head`` ends quietly.
+        _quiet_stdout()
+        return _EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        _say("interrupted")
+        return _EXIT_INTERRUPTED
+    except _Abort as exc:
+        _say(str(exc))
+        return _EXIT_ERROR
+    except (_Error, ValueError, sqlite3.Error, OSError) as exc:  # DatabaseFileError is a ValueError
+        _say(f"error: {exc}")
+        return _EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+        _say(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in cachelib: please "
+             "report it with the command you ran)")
+        return _EXIT_ERROR

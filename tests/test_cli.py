@@ -122,16 +122,29 @@ def test_symbols_table_and_asset_type(capsys, db):
 
 def test_cleanup_removes_expired_rows_and_can_vacuum(capsys, tmp_path):
     path = tmp_path / "cache.db"
+    old = pd.DataFrame(  # 3,000 weekday bars, already expired: their pages become free space
+        {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1000.0},
+        index=pd.bdate_range("2000-01-03", periods=3000),
+    )
     with TradingCacheManager(path) as cache:
         cache.set("SPY", SPY, source="alpaca", ttl_hours=0)  # already expired
+        cache.set("OLD", old, source="alpaca", ttl_hours=0)
         cache.set("QQQ", QQQ_HOURLY, source="alpaca", timeframe="1Hour")
-    assert run(capsys, "--db-path", path, "cleanup") == (0, "Removed 3 expired rows\n", "")
+    assert run(capsys, "--db-path", path, "cleanup") == (0, "Removed 3,003 expired rows\n", "")
     assert bar_count(path) == 2
+
+    def file_bytes() -> int:  # the database and its WAL, as the file system sees them
+        return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if p.exists())
+
+    before = file_bytes()
     code, out, _ = run(capsys, "--db-path", path, "cleanup", "--vacuum", "--json")
     result = json.loads(out)
+    shrunk = before - file_bytes()
     assert code == 0
     assert result["rows_removed"] == 0
-    assert isinstance(result["bytes_reclaimed"], int) and result["bytes_reclaimed"] >= 0
+    assert shrunk > 0  # the 3,003 deleted rows' pages are given back
+    assert result["bytes_reclaimed"] == shrunk
+    assert bar_count(path) == 2
 
 
 def test_vacuum(capsys, db):
@@ -184,12 +197,12 @@ def test_export_intraday_uses_utc_timestamps(capsys, db):
     )
 
 
-def test_export_with_nothing_cached_exits_1(capsys, db, tmp_path):
+def test_export_with_nothing_cached_exits_0_with_an_empty_export(capsys, db, tmp_path):
     target = tmp_path / "none.json"
     code, out, err = run(capsys, "--db-path", db, "export", "ZZZ", *JANUARY, "--output", target)
-    assert (code, out) == (1, "")
+    assert (code, out) == (0, f"Wrote 0 bars to {target}\n")
     assert err == "No cached 1Day bars for ZZZ in 2024-01-01 .. 2024-01-31\n"
-    assert not target.exists()
+    assert target.read_text() == "[]\n"
 
 
 def test_query_table(capsys, db):
@@ -220,7 +233,7 @@ def test_query_json_and_empty(capsys, db):
                        "2024-01-03")
     assert (code, json.loads(out)) == (0, [SPY_RECORDS[1]])
     code, out, err = run(capsys, "--db-path", db, "query", "SPY", *JANUARY, "--source", "polygon")
-    assert (code, out) == (1, "")
+    assert (code, out) == (0, "")
     assert err == "No cached 1Day bars for SPY from polygon in 2024-01-01 .. 2024-01-31\n"
 
 
@@ -240,7 +253,7 @@ def test_clear_without_an_answer_says_pass_yes(capsys, db, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, err = run(capsys, "--db-path", db, "clear")
     assert code == 1
-    assert err.endswith("No answer on stdin: pass --yes to delete without asking\n")
+    assert err.endswith("\nerror: no answer on stdin: pass --yes to delete without asking\n")
     assert bar_count(db) == 5
 
 
@@ -264,7 +277,7 @@ def test_clear_by_timeframe_and_a_yes_answer(capsys, db, monkeypatch):
 def test_clear_everything(capsys, db):
     assert run(capsys, "--db-path", db, "clear", "-y") == (0, "Deleted 5 bars\n", "")
     assert bar_count(db) == 0
-    assert run(capsys, "--db-path", db, "clear", "--yes") == (0, "No bars match (all bars)\n", "")
+    assert run(capsys, "--db-path", db, "clear", "--yes") == (0, "", "No bars match (all bars)\n")
 
 
 # -- migrate-legacy -----------------------------------------------------------------------
@@ -356,9 +369,13 @@ def test_not_a_sqlite_file_is_an_error_and_left_untouched(capsys, tmp_path):
 def test_bad_input_values_are_errors_not_tracebacks(capsys, db):
     code, _, err = run(capsys, "--db-path", db, "query", "SPY", "--start", "2024-13-01",
                        "--end", "2024-01-31")
-    assert (code, err) == (1, "error: cannot read '2024-13-01' as a date (expected YYYY-MM-DD)\n")
+    assert code == 2  # a malformed argument is a usage error
+    assert err.splitlines()[-1] == (
+        "cache-manager query: error: argument --start: cannot read '2024-13-01' as a day "
+        "(YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM[:SS], New York time unless it ends in Z or +HH:MM)"
+    )
     code, _, err = run(capsys, "--db-path", db, "query", "SPY", *JANUARY, "--timeframe", "2Day")
-    assert code == 1 and err.startswith("error: unknown timeframe '2Day'")
+    assert code == 2 and "error: argument --timeframe: unknown timeframe '2Day'" in err
     code, _, err = run(capsys, "--db-path", db, "migrate-legacy", db.parent / "missing")
     assert code == 1 and err.startswith("error: ") and "not a directory" in err
 

@@ -5,9 +5,10 @@ Design
 * **One source of truth.** Holidays, ad-hoc closures (e.g. 2025-01-09, the national day of
   mourning for President Carter), Juneteenth and early closes (13:00 ET) all come from
   ``exchange_calendars``' ``XNYS`` calendar. Nothing here hard-codes a holiday.
-* **Loaded once, lazily, thread-safe.** ``exchange_calendars`` is imported and the calendar
-  built on first use (about 0.2-0.3 s), under a lock. ``import cachelib.market_hours`` itself
-  is cheap and has no side effects.
+* **Loaded once, lazily, thread-safe.** The calendar is built on first use (about 0.2-0.3 s),
+  under a lock. ``exchange_calendars`` and pandas themselves are imported with this module
+  (never inside a function): a C extension first imported while freezegun has replaced
+  ``datetime`` crashes the interpreter, and users call these functions under freezegun.
 * **Explicit bounds, never a silent wrong answer.** ``exchange_calendars``' default window is
   only ~20 years back and 1 year ahead. We load from :data:`EARLIEST_SUPPORTED` (1990-01-01)
   up to today + 2 years. A later date makes the module reload a wider calendar (up to
@@ -59,6 +60,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Union
 
+import exchange_calendars as xc
 import pandas as pd
 
 from cachelib.bars import NY, to_date
@@ -156,8 +158,6 @@ def _utc_list(series: pd.Series) -> list[datetime]:
 
 
 def _build(end: date) -> _Snapshot:
-    import exchange_calendars as xc  # imported lazily: ~0.6 s
-
     with warnings.catch_warnings():
         # exchange_calendars 4.13 reads ``Series.values`` on tz-aware data, which pandas 3.1
         # deprecates; the values it gets are still right (UTC nanoseconds).

@@ -2,9 +2,9 @@
 
 Both ways of scheduling the flows come from :data:`DEPLOYMENTS`:
 
-* ``python deployments/serve.py`` serves them all from one process (``prefect.serve``);
+* ``.venv/bin/python deployments/serve.py`` serves them all from one process (``prefect.serve``);
 * ``deployments/prefect.yaml`` (for ``prefect deploy --all`` and a process worker) is generated
-  from it by :func:`render_prefect_yaml` (``python deployments/serve.py --write-prefect-yaml``);
+  from it by :func:`render_prefect_yaml` (``.venv/bin/python deployments/serve.py --write-prefect-yaml``);
   a test fails when the file is out of date.
 
 Every schedule is cron in ``America/New_York`` (so 17:00 stays 17:00 across DST), and knows
@@ -25,7 +25,8 @@ __all__ = [
     "DEPLOYMENTS",
     "TIMEZONE",
     "WORK_POOL",
-    "CONCURRENCY",
+    "SCHEDULED_CONCURRENCY",
+    "MANUAL_CONCURRENCY",
     "PREFECT_YAML",
     "REPO_ROOT",
     "render_prefect_yaml",
@@ -34,9 +35,13 @@ __all__ = [
 
 TIMEZONE = "America/New_York"
 WORK_POOL = "cachelib-local"
-#: One run of a deployment at a time; a run due while the previous one is still going is
-#: cancelled rather than queued (the next fire catches up: every flow is gap-aware).
-CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+#: Scheduled deployments: one run at a time; a run due while the previous one is still going
+#: is cancelled rather than queued (the next fire catches up: every flow is gap-aware).
+SCHEDULED_CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+#: Manual-only deployments (backfills): one run at a time, and a second run *waits* for the
+#: first (Prefect's "AwaitingConcurrencySlot"). Nothing would catch up on a cancelled backfill:
+#: the person who asked for it would find it "Cancelled" and the range never replayed.
+MANUAL_CONCURRENCY = {"limit": 1, "collision_strategy": "ENQUEUE"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
 
@@ -64,6 +69,11 @@ class DeploymentSpec:
     def full_name(self) -> str:
         """``flow/deployment``, as ``prefect deployment run`` wants it."""
         return f"{self.flow_name}/{self.name}"
+
+    @property
+    def concurrency(self) -> dict[str, Any]:
+        """The concurrency limit: runs of a schedule cancel, manual runs queue."""
+        return dict(SCHEDULED_CONCURRENCY if self.cron else MANUAL_CONCURRENCY)
 
     def load_flow(self) -> Any:
         """The flow object (imports its module)."""
@@ -122,7 +132,7 @@ def _yaml_document() -> dict[str, Any]:
             "tags": list(spec.tags),
             "parameters": {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in spec.parameters.items()},
             "schedules": schedules,
-            "concurrency_limit": dict(CONCURRENCY),
+            "concurrency_limit": spec.concurrency,
             "work_pool": {"name": WORK_POOL, "work_queue_name": None, "job_variables": {}},
         })
     return {
@@ -140,14 +150,16 @@ def _yaml_document() -> dict[str, Any]:
 _HEADER = """\
 # Prefect deployments of the cachelib flows.
 # GENERATED from the table in deployments/__init__.py - do not edit by hand; regenerate with
-#     python deployments/serve.py --write-prefect-yaml
+#     .venv/bin/python deployments/serve.py --write-prefect-yaml
 # Deploy from the repository root:
-#     prefect work-pool create cachelib-local --type process
-#     prefect deploy --all --prefect-file deployments/prefect.yaml
-#     prefect worker start --pool cachelib-local
+#     .venv/bin/prefect work-pool create cachelib-local --type process
+#     .venv/bin/prefect deploy --all --prefect-file deployments/prefect.yaml
+#     .venv/bin/prefect worker start --pool cachelib-local
 # The pull step moves each run into the repository: `prefect deploy` replaces {{ $PWD }} with the
 # directory it is run from. Schedules are America/New_York cron and know nothing of holidays -
-# the flows check the trading calendar themselves and skip.
+# the flows check the trading calendar themselves and skip. One run per deployment at a time:
+# a scheduled run due while the previous one runs is cancelled (CANCEL_NEW: the next fire
+# catches up); a manual run (replay-backfill) waits for the previous one (ENQUEUE).
 """
 
 
@@ -164,12 +176,12 @@ def build_runner_deployments(specs: list[DeploymentSpec] | None = None) -> list[
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
-    limit = ConcurrencyLimitConfig(
-        limit=CONCURRENCY["limit"],
-        collision_strategy=ConcurrencyLimitStrategy(CONCURRENCY["collision_strategy"]),
-    )
     out = []
     for spec in specs if specs is not None else DEPLOYMENTS:
+        limit = ConcurrencyLimitConfig(
+            limit=spec.concurrency["limit"],
+            collision_strategy=ConcurrencyLimitStrategy(spec.concurrency["collision_strategy"]),
+        )
         deployment = spec.load_flow().to_deployment(
             name=spec.name,
             schedule=Cron(spec.cron, timezone=TIMEZONE) if spec.cron else None,

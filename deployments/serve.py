@@ -1,4 +1,4 @@
-"""Serve every cachelib deployment from this one process: ``python deployments/serve.py``.
+"""Serve every cachelib deployment from this one process: ``.venv/bin/python deployments/serve.py``.
 
 The schedules, parameters and concurrency limits come from the table in
 ``deployments/__init__.py`` (the same one ``deployments/prefect.yaml`` is generated from).

@@ -65,6 +65,8 @@ __all__ = [
     "publish_markdown",
     "publish_table",
     "markdown_table",
+    "markdown_cell",
+    "markdown_code",
     "Progress",
 ]
 
@@ -232,14 +234,38 @@ def publish_markdown(key: str, markdown: str, description: str) -> UUID:
     return create_markdown_artifact(markdown=markdown, key=key, description=description)
 
 
+def markdown_cell(value: Any) -> str:
+    """``value`` as the text of one markdown table cell.
+
+    A ``|`` in a cell would end it (an error message, a rejection reason), and a line break
+    would end the table: pipes are escaped, line breaks become spaces, and a backslash is
+    escaped so that it cannot swallow the pipe escape that follows it.
+    """
+    text = str(_cell(value))
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.splitlines())
+
+
+def markdown_code(value: Any) -> str:
+    """``value`` as an inline code span (a path, say), whatever backticks it holds."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A GitHub-style markdown table of ``rows`` (columns from the first row)."""
+    """A GitHub-style markdown table of ``rows`` (columns from the first row), or ``_(none)_``.
+
+    A table is a block of its own: put it after a blank line, never inside a list item (where
+    it renders as raw ``| a | b |`` text).
+    """
     if not rows:
         return "_(none)_"
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(str(_cell(row.get(c, ""))) for c in columns) + " |")
+        lines.append("| " + " | ".join(markdown_cell(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
 
 

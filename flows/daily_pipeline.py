@@ -33,6 +33,7 @@ from flows._common import (
     closed_reason,
     default_symbols,
     describe_source,
+    markdown_code,
     markdown_table,
     publish_markdown,
     publish_table,
@@ -40,12 +41,13 @@ from flows._common import (
     session_finished,
 )
 from flows.ingest_bars import ingest_stage
-from flows.ingest_options import options_stage, submit_options
+from flows.ingest_options import options_capture_text, options_stage, submit_options
 from flows.maintenance import stats_rows
 from flows.replay import replay_stage
 from tasks.maintenance import cache_stats
 
-__all__ = ["daily_pipeline", "DEFAULT_SYMBOLS", "DAILY_LOOKBACK", "STRATEGY"]
+__all__ = ["daily_pipeline", "DEFAULT_SYMBOLS", "DAILY_LOOKBACK", "STRATEGY", "pipeline_summary_markdown",
+           "pipeline_skipped_markdown"]
 
 #: How much daily history the pipeline keeps cached behind ``day``.
 DAILY_LOOKBACK = timedelta(days=365)
@@ -72,7 +74,7 @@ def daily_pipeline(
     if reason is not None:
         logger.info(reason)
         logger.info("%s is not an NYSE session: nothing to ingest or replay", day)
-        publish_markdown(SUMMARY_KEY, f"## Daily pipeline {day}: skipped\n\n{reason}\n", "daily_pipeline summary")
+        publish_markdown(SUMMARY_KEY, pipeline_skipped_markdown(day, reason), "daily_pipeline summary")
         return {"status": "skipped", "day": day.isoformat(), "reason": reason}
 
     symbols = [s.upper() for s in (symbols or default_symbols())]
@@ -94,7 +96,8 @@ def daily_pipeline(
         logger.info("session %s has not closed yet (closes %s): ingested what exists; replay skipped "
                     "until it has closed", day, closes.isoformat())
         replay = None
-    chains = options_stage(symbols, source, db, futures=snapshots)
+    chains = options_stage(symbols, source, db, futures=snapshots,
+                           rows_before=before["options"]["total_rows"], day=day)
     after = cache_stats(db, STRATEGY)
 
     summary = {
@@ -105,7 +108,8 @@ def daily_pipeline(
         "session_finished": finished,
         "daily_bars": _brief(daily),
         "minute_bars": _brief(minute),
-        "option_chains": {k: chains[k] for k in ("rows_written", "requests_made", "rows_per_underlying")},
+        "option_chains": {k: chains[k] for k in ("rows_written", "new_rows", "replaced_rows", "requests_made",
+                                                 "rows_per_underlying", "trading_dates", "day")},
         "replay": None if replay is None else {k: replay[k] for k in (
             "sessions_replayed", "bars", "trades", "winning_trades", "total_pnl", "missing")},
         "trade_stats": after["trades"],
@@ -131,7 +135,7 @@ def _brief_stats(stats: dict[str, Any]) -> dict[str, Any]:
             "db_size_bytes": cache["db_size_bytes"]}
 
 
-def _publish(s: dict[str, Any], stats: list[dict[str, Any]]) -> None:
+def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
     stages = [
         {"stage": f"{name} bars", "requests": r["requests_made"], "rows_written": r["rows_written"],
          "rows_rejected": r["rows_rejected"]}
@@ -139,24 +143,42 @@ def _publish(s: dict[str, Any], stats: list[dict[str, Any]]) -> None:
     ]
     stages.append({"stage": "option chains", "requests": s["option_chains"]["requests_made"],
                    "rows_written": s["option_chains"]["rows_written"], "rows_rejected": 0})
+    return stages
+
+
+def pipeline_summary_markdown(s: dict[str, Any], stages: list[dict[str, Any]], stats: list[dict[str, Any]]) -> str:
+    """The ``daily-pipeline-summary`` artifact. Option chains are always today's snapshot
+    (vendors serve no past chain): the text says which day they are filed under, and how many
+    rows are new, so that it agrees with the cache before/after table."""
     replay = s["replay"]
     replay_text = (
         f"{replay['sessions_replayed']} (symbol, session) pair(s), {replay['bars']} bars, "
         f"**{replay['trades']}** trade(s), P&L **{replay['total_pnl']:.2f}**"
         if replay is not None else "skipped: the session has not closed yet"
     )
+    if replay is not None and replay["missing"]:
+        replay_text += f"; {len(replay['missing'])} (symbol, session) pair(s) had no 1-minute bars"
     t = s["trade_stats"]
-    publish_markdown(
-        SUMMARY_KEY,
+    return (
         f"## Daily pipeline {s['day']}\n\n"
         f"- source: **{s['source']}**, symbols: {', '.join(s['symbols'])}\n"
-        f"- database: `{s['db_path']}`\n"
+        f"- database: {markdown_code(s['db_path'])}\n"
+        f"- option chains: {options_capture_text(s['option_chains'])}\n"
         f"- replay: {replay_text}\n"
         f"- all archived trades: {t['total_trades']} trade(s), win rate {t['win_rate_pct']:.1f} %, "
         f"P&L {t['total_pnl']:.2f}, profit factor {t['profit_factor']}\n\n"
         f"### Stages\n\n{markdown_table(stages)}\n\n"
-        f"### Cache before / after\n\n{markdown_table(stats)}\n",
-        "daily_pipeline summary",
+        f"### Cache before / after\n\n{markdown_table(stats)}\n"
     )
+
+
+def pipeline_skipped_markdown(day: date, reason: str) -> str:
+    """The summary artifact of a run on a weekend or holiday."""
+    return f"## Daily pipeline {day}: skipped\n\n{reason}\n"
+
+
+def _publish(s: dict[str, Any], stats: list[dict[str, Any]]) -> None:
+    stages = _stage_rows(s)
+    publish_markdown(SUMMARY_KEY, pipeline_summary_markdown(s, stages, stats), "daily_pipeline summary")
     publish_table("daily-pipeline-stages", stages, "requests and rows per stage of the pipeline")
     publish_table("daily-pipeline-cache-stats", stats, "cache statistics before and after the pipeline")

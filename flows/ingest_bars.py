@@ -25,6 +25,7 @@ from flows._common import (
     chunk_range,
     default_bars_window,
     describe_source,
+    markdown_code,
     markdown_table,
     publish_markdown,
     publish_table,
@@ -32,7 +33,7 @@ from flows._common import (
 )
 from tasks.market_data import fetch_and_store_bars
 
-__all__ = ["ingest_bars", "ingest_stage"]
+__all__ = ["ingest_bars", "ingest_stage", "bars_summary_markdown", "bars_skipped_markdown"]
 
 _SUM_FIELDS = ("sessions_requested", "sessions_fetched", "requests_made", "rows_fetched",
                "rows_written", "rows_rejected", "calls")
@@ -93,12 +94,17 @@ def ingest_stage(
     return summary
 
 
-def _publish(s: dict[str, Any]) -> None:
-    tf_key = artifact_key(s["timeframe"])
-    per_symbol = [{"symbol": sym, **stats} for sym, stats in sorted(s["per_symbol"].items())]
-    rejected = [{"reason": reason, "rows": n} for reason, n in sorted(s["rejection_reasons"].items())]
-    publish_markdown(
-        artifact_key("ingest-bars", tf_key, "summary"),
+def _per_symbol_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"symbol": sym, **stats} for sym, stats in sorted(s["per_symbol"].items())]
+
+
+def _rejected_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"reason": reason, "rows": n} for reason, n in sorted(s["rejection_reasons"].items())]
+
+
+def bars_summary_markdown(s: dict[str, Any]) -> str:
+    """The ``ingest-bars-<timeframe>-summary`` artifact of a combined ingest report."""
+    return (
         f"## {s['timeframe']} bars {s['start']} .. {s['end']}\n\n"
         f"- source: **{s['source']}**, {len(s['symbols'])} symbol(s), {s['chunks']} chunk(s)\n"
         f"- sessions fetched: {s['sessions_fetched']} of {s['sessions_requested']} requested "
@@ -106,11 +112,23 @@ def _publish(s: dict[str, Any]) -> None:
         f"- requests made: **{s['requests_made']}**\n"
         f"- rows fetched {s['rows_fetched']}, written **{s['rows_written']}**, "
         f"rejected **{s['rows_rejected']}**\n"
-        f"- database: `{s['db_path']}`\n\n"
-        f"### Per symbol\n\n{markdown_table(per_symbol)}\n\n"
-        f"### Rows rejected, by reason\n\n{markdown_table(rejected)}\n",
-        f"ingest_bars {s['timeframe']} summary",
+        f"- database: {markdown_code(s['db_path'])}\n\n"
+        f"### Per symbol\n\n{markdown_table(_per_symbol_rows(s))}\n\n"
+        f"### Rows rejected, by reason\n\n{markdown_table(_rejected_rows(s))}\n"
     )
+
+
+def bars_skipped_markdown(timeframe: str, reason: str) -> str:
+    """The summary artifact of an ``ingest_bars`` run that skipped (weekend, holiday, closed)."""
+    return f"## {timeframe} bars: skipped\n\n{reason}\n"
+
+
+def _publish(s: dict[str, Any]) -> None:
+    tf_key = artifact_key(s["timeframe"])
+    per_symbol = _per_symbol_rows(s)
+    rejected = _rejected_rows(s)
+    publish_markdown(artifact_key("ingest-bars", tf_key, "summary"), bars_summary_markdown(s),
+                     f"ingest_bars {s['timeframe']} summary")
     publish_table(artifact_key("ingest-bars", tf_key, "per-symbol"), per_symbol,
                   f"{s['timeframe']} rows fetched/written/rejected per symbol")
     publish_table(artifact_key("ingest-bars", tf_key, "rejections"),
@@ -142,7 +160,7 @@ def ingest_bars(
         if window.skip_reason is not None:
             logger.info("%s; %s ingest skipped (pass start/end to backfill)", window.skip_reason, timeframe)
             publish_markdown(artifact_key("ingest-bars", timeframe, "summary"),
-                             f"## {timeframe} bars: skipped\n\n{window.skip_reason}\n",
+                             bars_skipped_markdown(timeframe, window.skip_reason),
                              f"ingest_bars {timeframe} summary")
             return {"status": "skipped", "reason": window.skip_reason, "timeframe": timeframe,
                     "requests_made": 0, "rows_written": 0, "db_path": db}

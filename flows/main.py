@@ -53,6 +53,18 @@ def _money(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
 
 
+def _chains_note(chains: dict[str, Any], day: str) -> str:
+    """Which date the snapshots are filed under and how many rows are new: a snapshot is always
+    the current chain, whatever ``day`` the pipeline ran for."""
+    dates = sorted({d for d in chains.get("trading_dates", {}).values() if d})
+    note = f" filed under {', '.join(dates)}" if dates else ""
+    if chains.get("new_rows") is not None:
+        note += f", {chains['new_rows']:,} new"
+    if dates and dates != [day]:
+        note += f"; the {day} chain cannot be fetched (vendors serve only the current one)"
+    return note
+
+
 def format_summary(summary: dict[str, Any], seconds: float) -> str:
     """The few lines a person reads after ``make run``."""
     if summary["status"] != "completed":
@@ -71,7 +83,8 @@ def format_summary(summary: dict[str, Any], seconds: float) -> str:
         f"{daily['requests_made']} request(s), {daily['rows_rejected']} rejected)",
         f"  1-minute bars: {minute['rows_written']:>7,} written ({minute['requests_made']} request(s), "
         f"{minute['rows_rejected']} rejected)",
-        f"  option chains: {chains['rows_written']:>7,} contracts ({len(chains['rows_per_underlying'])} snapshots)",
+        f"  option chains: {chains['rows_written']:>7,} contracts ({len(chains['rows_per_underlying'])} snapshots)"
+        + _chains_note(chains, summary["day"]),
     ]
     if replay is None:
         lines.append("  replay:        skipped - the session has not closed yet")

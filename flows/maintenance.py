@@ -10,10 +10,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows._common import choose_task_runner, markdown_table, publish_markdown, publish_table, resolve_db_path
+from flows._common import choose_task_runner, markdown_code, markdown_table, publish_markdown, publish_table, resolve_db_path
 from tasks.maintenance import cache_stats, cleanup_expired, vacuum_cache
 
-__all__ = ["cache_maintenance", "stats_rows"]
+__all__ = ["cache_maintenance", "stats_rows", "maintenance_summary_markdown"]
 
 _STAT_ROWS = (
     ("bars", ("cache", "total_entries")),
@@ -35,6 +35,15 @@ def stats_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, 
     return rows
 
 
+def maintenance_summary_markdown(db: str, removed: int, vacuum: bool, reclaimed: int,
+                                 rows: list[dict[str, Any]]) -> str:
+    """The ``cache-maintenance-summary`` artifact."""
+    return (
+        f"## Cache maintenance\n\n- database: {markdown_code(db)}\n- expired rows removed: **{removed}**\n"
+        f"- vacuum: {'yes' if vacuum else 'no'}, bytes reclaimed: **{reclaimed}**\n\n{markdown_table(rows)}\n"
+    )
+
+
 @flow(name="cache_maintenance", task_runner=choose_task_runner())
 def cache_maintenance(vacuum: bool = False, db_path: str | None = None) -> dict[str, Any]:
     """Remove expired rows; with ``vacuum=True`` also reclaim the free pages of the file.
@@ -48,12 +57,8 @@ def cache_maintenance(vacuum: bool = False, db_path: str | None = None) -> dict[
     reclaimed = vacuum_cache(db)["bytes_reclaimed"] if vacuum else 0
     after = cache_stats(db)
     rows = stats_rows(before, after)
-    publish_markdown(
-        "cache-maintenance-summary",
-        f"## Cache maintenance\n\n- database: `{db}`\n- expired rows removed: **{removed}**\n"
-        f"- vacuum: {'yes' if vacuum else 'no'}, bytes reclaimed: **{reclaimed}**\n\n{markdown_table(rows)}\n",
-        "cache_maintenance summary",
-    )
+    publish_markdown("cache-maintenance-summary", maintenance_summary_markdown(db, removed, vacuum, reclaimed, rows),
+                     "cache_maintenance summary")
     publish_table("cache-maintenance-stats", rows, "cache statistics before and after maintenance")
     logger.info("maintenance of %s: %d row(s) removed, %d byte(s) reclaimed", db, removed, reclaimed)
     return {"status": "completed", "rows_removed": removed, "bytes_reclaimed": reclaimed, "vacuum": vacuum,

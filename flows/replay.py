@@ -30,7 +30,7 @@ from flows.ingest_bars import ingest_stage
 from tasks.maintenance import cache_stats
 from tasks.replay import replay_session
 
-__all__ = ["replay_days", "replay_stage"]
+__all__ = ["replay_days", "replay_stage", "replay_summary_markdown"]
 
 REPLAY_TIMEFRAME = "1Min"
 
@@ -92,21 +92,38 @@ def replay_stage(
     return summary
 
 
+#: At most this many missing (symbol, session) pairs are listed in the summary artifact.
+MISSING_LISTED = 50
+
+
+def replay_summary_markdown(s: dict[str, Any], rows: list[dict[str, Any]], stats: list[dict[str, Any]]) -> str:
+    """The ``replay-summary`` artifact: counts in a list, then each table as its own block
+    (a table inside a list item renders as raw ``| symbol | day |`` text)."""
+    missing = s["missing"]
+    lines = [
+        f"## Replay {s['strategy']} {s['start']} .. {s['end']}",
+        "",
+        f"- sessions: {s['sessions']}, (symbol, session) pairs replayed: **{s['sessions_replayed']}**, "
+        f"bars: {s['bars']}",
+        f"- trades: **{s['trades']}** ({s['winning_trades']} winning), P&L of this replay: "
+        f"**{s['total_pnl']:.2f}**",
+        f"- not replayed for lack of {REPLAY_TIMEFRAME} bars: "
+        + (f"**{len(missing)}** (symbol, session) pair(s), listed below" if missing else "none"),
+    ]
+    if s.get("unfinished_sessions"):
+        lines.append(f"- not finished yet, not replayed: {', '.join(s['unfinished_sessions'])}")
+    lines += ["", "### Per symbol", "", markdown_table(rows), ""]
+    if missing:
+        lines += [f"### Not replayed for lack of {REPLAY_TIMEFRAME} bars", "", markdown_table(missing[:MISSING_LISTED]), ""]
+        if len(missing) > MISSING_LISTED:
+            lines += [f"... and {len(missing) - MISSING_LISTED} more (the flow run's result lists them all).", ""]
+    lines += [f"### All archived trades of {s['strategy']}", "", markdown_table(stats), ""]
+    return "\n".join(lines)
+
+
 def _publish(s: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     stats = [{"metric": k, "value": v} for k, v in s["trade_stats"].items()]
-    missing = markdown_table(s["missing"][:50]) if s["missing"] else "none"
-    publish_markdown(
-        "replay-summary",
-        f"## Replay {s['strategy']} {s['start']} .. {s['end']}\n\n"
-        f"- sessions: {s['sessions']}, (symbol, session) pairs replayed: **{s['sessions_replayed']}**, "
-        f"bars: {s['bars']}\n"
-        f"- trades: **{s['trades']}** ({s['winning_trades']} winning), P&L of this replay: "
-        f"**{s['total_pnl']:.2f}**\n"
-        f"- not replayed for lack of bars: {missing}\n\n"
-        f"### Per symbol\n\n{markdown_table(rows)}\n\n"
-        f"### All archived trades of {s['strategy']}\n\n{markdown_table(stats)}\n",
-        "replay_days summary",
-    )
+    publish_markdown("replay-summary", replay_summary_markdown(s, rows, stats), "replay_days summary")
     publish_table("replay-trades-per-symbol", rows, "sessions, bars, trades and P&L per symbol of this replay")
     publish_table("replay-trade-stats", stats, f"closed-trade statistics of every archived {s['strategy']} trade")
 

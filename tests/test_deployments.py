@@ -32,6 +32,12 @@ EXPECTED = {
     "weekly-vacuum": ("flows/maintenance.py:cache_maintenance", "0 3 * * 0", {"vacuum": True}),
     "replay-backfill": ("flows/replay.py:replay_days", None, {"symbols": SYMBOLS, "source": "auto"}),
 }
+# Scheduled runs that collide are cancelled (the next fire catches up); manual runs queue.
+COLLISION = {
+    "intraday-bars": "CANCEL_NEW", "eod-bars": "CANCEL_NEW", "option-chains": "CANCEL_NEW",
+    "daily-pipeline": "CANCEL_NEW", "nightly-cleanup": "CANCEL_NEW", "weekly-vacuum": "CANCEL_NEW",
+    "replay-backfill": "ENQUEUE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def test_prefect_yaml_is_generated_from_the_table():
     from deployments import render_prefect_yaml
 
     assert PREFECT_YAML.read_text() == render_prefect_yaml(), (
-        "deployments/prefect.yaml is out of date: run `python deployments/serve.py --write-prefect-yaml`"
+        "deployments/prefect.yaml is out of date: run `.venv/bin/python deployments/serve.py --write-prefect-yaml`"
     )
 
 
@@ -75,7 +81,7 @@ def test_prefect_yaml_parses_as_prefect_deploy_reads_it(document):
             assert schedule["timezone"] == "America/New_York"
         spec = ConcurrencyLimitSpec.model_validate(raw["concurrency_limit"])
         limit = ConcurrencyLimitConfig(limit=spec.limit, collision_strategy=spec.collision_strategy)
-        assert (limit.limit, limit.collision_strategy) == (1, ConcurrencyLimitStrategy.CANCEL_NEW)
+        assert (limit.limit, limit.collision_strategy) == (1, ConcurrencyLimitStrategy(COLLISION[raw["name"]]))
 
 
 def test_deployments_are_the_ones_asked_for(document):
@@ -116,13 +122,40 @@ def test_runner_deployments_for_serve_come_from_the_same_table():
         deployment = built[name]
         assert deployment.entrypoint == entrypoint
         assert deployment.parameters == parameters
-        assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+        assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy(COLLISION[name])
         assert deployment.concurrency_limit == 1
         if cron is None:
             assert deployment.schedules in (None, [])
         else:
             (schedule,) = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == (cron, "America/New_York")
+
+
+def test_second_manual_backfill_queues_while_a_second_scheduled_run_is_cancelled(prefect_harness):
+    """Two runs of a deployment submitted back to back, on a real Prefect API: the server's
+    concurrency rule (applied when a run goes PENDING, as a worker or ``serve`` submits it) makes
+    the second backfill wait ("AwaitingConcurrencySlot"), never "Cancelled"; a second run of a
+    scheduled deployment is cancelled (the next fire catches up)."""
+    from prefect import get_client
+    from prefect.states import Pending
+
+    from deployments import DEPLOYMENTS, build_runner_deployments
+
+    specs = [spec for spec in DEPLOYMENTS if spec.name in ("replay-backfill", "daily-pipeline")]
+    ids = {d.name: d.apply() for d in build_runner_deployments(specs)}
+    outcome = {}
+    with get_client(sync_client=True) as client:
+        for name, deployment_id in ids.items():
+            states = []
+            for _ in range(2):
+                run = client.create_flow_run_from_deployment(deployment_id)
+                result = client.set_flow_run_state(run.id, Pending())
+                states.append((result.state.type.value, result.state.name))
+            outcome[name] = states
+    assert outcome == {
+        "replay-backfill": [("PENDING", "Pending"), ("SCHEDULED", "AwaitingConcurrencySlot")],
+        "daily-pipeline": [("PENDING", "Pending"), ("CANCELLED", "Cancelled")],
+    }
 
 
 def test_daily_pipeline_stays_at_17_new_york_across_dst():

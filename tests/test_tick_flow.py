@@ -630,8 +630,6 @@ class DownBar:
 
 register_strategy(Strategy("three_up", lambda cache: standard_wiring(
     cache, "three_up", opportunity=[ThreeHigherCloses(cache)], threat=[DownBar(cache)], quantity=50)))
-
-trades = run_session(bars, "three_up", "AAPL")  # bars: RawTicks or (timestamp, o, h, l, c, v) tuples
 '''
 
 
@@ -639,7 +637,9 @@ def _readme_block() -> str | None:
     readme = Path(__file__).resolve().parents[1] / "README.md"
     if not readme.exists():
         return None
-    pattern = r"```python\n(from cachelib\.tick_flow import \(CONTINUE.*?)```"
+    # The strategy part of the block (the README then runs it on a demo session, which
+    # tests/test_readme.py executes); here it runs on hand-written bars with known trades.
+    pattern = r"```python\n(from cachelib\.tick_flow import \(CONTINUE.*?quantity=50\)\)\)\n)"
     match = re.search(pattern, readme.read_text(), re.S)
     return match.group(1) if match else None
 
@@ -656,7 +656,7 @@ def test_readme_custom_strategy_example() -> None:
     namespace: dict = {"bars": bars}
     try:
         exec(compile(README_EXAMPLE, "README example", "exec"), namespace)
-        trades = namespace["trades"]
+        trades = namespace["run_session"](bars, "three_up", "AAPL")
         got = [(t.entry_date, t.entry_price, t.exit_date, t.exit_price, t.exit_reason, t.quantity)
                for t in trades]
         assert got == [(minute(4), 13.1, minute(7), 13.3, "signal", 50.0)]

@@ -187,3 +187,21 @@ def test_the_command_check_bites():
 
 def test_readme_shell_commands_work_without_an_activated_venv():
     assert unreachable_commands(README.read_text()) == []
+
+
+def test_every_test_the_guarantees_name_exists():
+    """The Guarantees section names the tests that prove each promise: each must exist."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(test_\w+\.py)(?:::(test_\w+))?`|`::(test_\w+)`", section)
+    assert len(named) >= 15, "the Guarantees table lost its test references"
+    current_file = None
+    for file_name, test_name, bare_test in named:
+        if file_name:
+            current_file = file_name
+            assert (ROOT / "tests" / file_name).exists(), file_name
+        name = test_name or bare_test
+        if name:
+            assert current_file is not None
+            source = (ROOT / "tests" / current_file).read_text(encoding="utf-8")
+            assert re.search(rf"^def {name}\(", source, re.M), f"{current_file}::{name} is gone"

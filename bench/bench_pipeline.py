@@ -77,11 +77,13 @@ def plain_pipeline(db: Path, symbols: list[str], day: date) -> dict[str, Any]:
 def flow_pipeline(db: Path, symbols: list[str], day: date) -> dict[str, Any]:
     from flows.daily_pipeline import daily_pipeline
 
-    summary = daily_pipeline(day=day, symbols=symbols, source="demo", db_path=str(db))
-    return {"daily": summary["daily_bars"]["rows_written"], "minute": summary["minute_bars"]["rows_written"],
-            "chains": summary["option_chains"]["rows_written"], "trades": summary["replay"]["trades"],
+    run = daily_pipeline(day=day, symbols=symbols, source="demo", db_path=str(db))
+    assert run.daily_bars and run.daily_bars.report and run.minute_bars and run.minute_bars.report
+    assert run.option_chains and run.option_chains.report and run.replay
+    return {"daily": run.daily_bars.report.rows_written, "minute": run.minute_bars.report.rows_written,
+            "chains": run.option_chains.report.rows_written, "trades": run.replay.trades,
             # cache_stats x3, bar chunks, one snapshot and one replay per symbol
-            "task_runs": 3 + summary["daily_bars"]["chunks"] + summary["minute_bars"]["chunks"] + 2 * len(symbols)}
+            "task_runs": 3 + run.daily_bars.chunks + run.minute_bars.chunks + 2 * len(symbols)}
 
 
 def empty_flow_run() -> dict[str, Any]:

@@ -27,7 +27,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from cachelib.tick_flow import get_strategy, run_session
@@ -85,7 +85,7 @@ def stream_days(symbol: str, year: int, seed: int, limit: int | None = None) -> 
         DemoSource = None  # noqa: N806
     if DemoSource is None:
         for k, day in enumerate(days):
-            start = datetime(day.year, day.month, day.day, 14, 30, tzinfo=timezone.utc)
+            start = datetime(day.year, day.month, day.day, 14, 30, tzinfo=UTC)
             yield reference.random_walk_day(seed * 1000 + k, start)
         return
     source = DemoSource(seed=seed)

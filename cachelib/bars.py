@@ -26,8 +26,8 @@ import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -177,7 +177,7 @@ def normalize_symbols(symbols: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(normalize_symbol(s) for s in symbols))
 
 
-def _date_like(value: object, what: str | None) -> object:
+def _date_like(value: object, what: str | None) -> str | date | datetime:
     """``value`` as a str, date or datetime, or a ``ValueError`` naming ``what``.
 
     Missing values (``None``, ``NaT``, NaN) and things that are not dates at all (numbers,
@@ -297,7 +297,7 @@ def _instant_key(value: object, what: str) -> int:
         # timestamp() of an aware datetime is a subtraction: no overflow near year 9999.
         aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
         return int(aware.timestamp())
-    return date_to_key(value)  # type: ignore[arg-type]
+    return date_to_key(value)
 
 
 def check_order(lo: object, hi: object, start: object, end: object) -> None:
@@ -561,7 +561,7 @@ def bar_problems(
     """
     reasons = np.full(len(close), "", dtype=object)
 
-    def flag(mask: np.ndarray, reason: str) -> None:
+    def flag(mask: np.ndarray | np.bool_, reason: str) -> None:
         reasons[mask & (reasons == "")] = reason
 
     with np.errstate(invalid="ignore"):
@@ -735,8 +735,9 @@ def split_valid_rows(data: pd.DataFrame, timeframe: str | Timeframe = "1Day") ->
             return np.full(n, default, dtype="float64")
         return column_numbers(data[names[name]], name, strict=False)
 
-    reasons = bar_problems(*(column(c, np.nan) for c in PRICE_COLUMNS), column("volume", 0.0),
-                           column("vwap", np.nan), column("trade_count", np.nan))
+    open_, high, low, close = (column(c, np.nan) for c in PRICE_COLUMNS)
+    reasons = bar_problems(open_, high, low, close, column("volume", 0.0), column("vwap", np.nan),
+                           column("trade_count", np.nan))
     keys = _keys_from_times(pd.Series(times), tf)
     duplicated = pd.Series(keys).duplicated(keep=False).to_numpy()
     reasons[duplicated & (reasons == "")] = "duplicate bar time"

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -330,7 +331,10 @@ def _read_legacy_file(path: Path) -> tuple[str, str, str, pd.DataFrame]:
         "a legacy cache file is far smaller, so it is not one"
     )
     try:
-        if path.stat().st_size > LEGACY_MAX_BYTES:  # refused before a byte is read
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block open(), a device never ends
+            raise _LegacyFileError("not a regular file (a folder, FIFO, device or socket); nothing was read")
+        if info.st_size > LEGACY_MAX_BYTES:  # refused before a byte is read
             raise too_big
         with open(path, "rb") as fh:
             # Bounded again on what is read: a file may grow meanwhile.
@@ -474,7 +478,11 @@ def import_legacy_file(
         return result
     # Only the write is left: a failure now is the database's (locked, disk full), not the
     # file's, and propagates.
-    result.rows = len(bars) if dry_run else cache.set(symbol, frame, source=source, timeframe=timeframe)
+    if dry_run:
+        result.rows = len(bars)
+    else:
+        assert cache is not None  # checked on entry
+        result.rows = cache.set(symbol, frame, source=source, timeframe=timeframe)
     return result
 
 
@@ -502,7 +510,8 @@ def migrate_legacy(
     if cache is None and not dry_run:
         raise ValueError("a cache is needed unless dry_run=True")
     report = LegacyMigrationReport(directory, dry_run)
-    for path in sorted(p for p in directory.iterdir() if p.suffix == ".json" and p.is_file()):
+    # Every *.json entry is listed, also one that is not a regular file (it is refused unread).
+    for path in sorted(p for p in directory.iterdir() if p.suffix == ".json"):
         result = import_legacy_file(cache, path, dry_run=dry_run)
         if result.ok:
             log.info("legacy %s: %d bars%s", path.name, result.rows, " (dry run)" if dry_run else "")

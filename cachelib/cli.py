@@ -48,6 +48,7 @@ import pandas as pd
 from . import __version__
 from .bars import _VALID_AMOUNTS, BAR_COLUMNS, NY, key_range, normalize_symbol, parse_timeframe
 from .store import TradingCacheManager, database_files, default_db_path
+from .store.series import norm_asset_type, norm_source
 
 __all__ = ["main", "build_parser", "EXIT_CODES"]
 
@@ -124,12 +125,23 @@ def _when(text: str) -> date | datetime:
     return moment.replace(tzinfo=NY) if moment.tzinfo is None else moment
 
 
-def _symbol(text: str) -> str:
-    """A ticker, validated and upper-cased by the cache's own rule."""
-    try:
-        return normalize_symbol(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _usage(rule: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse ``type=`` from one of the cache's own rules: a bad value is a usage error
+    (exit 2), reported by argparse with the rule's message."""
+
+    def parse(text: str) -> str:
+        try:
+            return rule(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = rule.__name__
+    return parse
+
+
+_symbol = _usage(normalize_symbol)  # a ticker, validated and upper-cased by the cache's own rule
+_asset_type = _usage(norm_asset_type)
+_source = _usage(norm_source)
 
 
 def _show(value: date | datetime | None) -> str:
@@ -328,6 +340,12 @@ def _output_target(output: str, db_path: Path, force: bool) -> Path:
     sidecars, a directory, a missing folder and (without ``--force``) an existing file."""
     if not output.strip():
         raise ValueError("--output is empty; give a file name")
+    with contextlib.suppress(OSError):
+        mode = os.stat(output).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # A device or a pipe (/dev/null, a FIFO, /dev/stdout into a pipe): it cannot be the
+            # database (a regular file), and its resolved name (pipe:[...]) cannot be opened.
+            return Path(output)
     target = Path(os.path.realpath(output))
     for protected in database_files(db_path):
         same = target == protected
@@ -541,8 +559,8 @@ def _range_options(parser: argparse.ArgumentParser) -> None:
                         help="last day (YYYY-MM-DD, the whole session) or time (naive = New York time)")
     parser.add_argument("--timeframe", default="1Day", type=_timeframe, metavar="TF",
                         help=f"{_TIMEFRAME_HELP} (default 1Day)")
-    parser.add_argument("--source", default=None, help="only this source (default: best source per bar)")
-    parser.add_argument("--asset-type", default="stock", help="asset type (default stock)")
+    parser.add_argument("--source", default=None, type=_source, help="only this source (default: best source per bar)")
+    parser.add_argument("--asset-type", default="stock", type=_asset_type, help="asset type (default stock)")
 
 
 def _epilog() -> str:
@@ -581,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vacuum", action="store_true", help="then rebuild the file to reclaim space")
     add("vacuum", cmd_vacuum, "rebuild the database file and report bytes reclaimed")
     p = add("symbols", cmd_symbols, "list symbols with cached bars")
-    p.add_argument("--asset-type", default="stock", help="asset type (default stock)")
+    p.add_argument("--asset-type", default="stock", type=_asset_type, help="asset type (default stock)")
     p = add("export", cmd_export, "write a symbol's bars as JSON records or CSV")
     _range_options(p)
     p.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
@@ -592,14 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     _range_options(p)
     p = add("clear", cmd_clear, "delete cached bars matching the filters (all bars without filters)")
     p.add_argument("--symbol", default=None, type=_symbol, help="only this symbol")
-    p.add_argument("--source", default=None, help="only this source")
+    p.add_argument("--source", default=None, type=_source, help="only this source")
     p.add_argument("--timeframe", default=None, type=_timeframe, metavar="TF",
                    help=f"only this timeframe ({_TIMEFRAME_HELP})")
     p.add_argument("--start", default=None, type=_when, metavar="WHEN",
                    help="from this day (YYYY-MM-DD) or time (naive = New York time)")
     p.add_argument("--end", default=None, type=_when, metavar="WHEN",
                    help="up to this day (YYYY-MM-DD, the whole session) or time (naive = New York time)")
-    p.add_argument("--asset-type", default=None, help="only this asset type (default: all)")
+    p.add_argument("--asset-type", default=None, type=_asset_type, help="only this asset type (default: all)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("migrate-legacy", cmd_migrate_legacy,
             "import the deprecated JSON file cache (.cache/market_data); creates the cache if needed")
@@ -652,7 +670,7 @@ def _complete_writes() -> Iterator[None]:
         return
     fd = os.dup(stream.fileno())  # our own descriptor: closing it leaves stdout open
     ours = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w")), encoding=stream.encoding,
-                            errors=stream.errors, line_buffering=stream.line_buffering)
+                            errors=stream.errors, line_buffering=bool(stream.line_buffering))
     sys.stdout = ours
     try:
         yield

@@ -705,7 +705,7 @@ def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool
     # simulated apart, one pass per length, and patched in below.
     short: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     for n_min in np.unique(N[N != _MAX_MIN]):
-        rows = np.flatnonzero(N == n_min)
+        rows = np.flatnonzero(n_min == N)
         part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows],
                               (close_c[rows], close_p[rows]), int(n_min))
         short.append((rows, _daily_bars(part, N[rows]) if daily else part))

@@ -58,12 +58,12 @@ import warnings
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import exchange_calendars as xc
 import pandas as pd
 
-from cachelib.bars import NY, to_date
+from cachelib.bars import NY, parse_timeframe, to_date
 from cachelib.clock import now_utc
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,6 +93,12 @@ __all__ = [
     "is_session_finished",
     "MSG_WEEKEND",
     "MSG_HOLIDAY",
+    "INTRADAY_GRACE",
+    "BarsWindow",
+    "closed_reason",
+    "latest_finished_session",
+    "default_bars_window",
+    "chunk_range",
 ]
 
 CALENDAR_NAME = "XNYS"
@@ -106,7 +112,7 @@ _AHEAD = timedelta(days=2 * 366)
 PRE_MARKET_START = time(4, 0)
 AFTER_HOURS_END = time(20, 0)
 
-DayLike = Union[date, datetime, pd.Timestamp, str]
+DayLike: TypeAlias = date | datetime | pd.Timestamp | str
 
 MSG_OPEN = "Market open (Regular hours)"
 MSG_WEEKEND = "Market closed (Weekend)"
@@ -140,7 +146,7 @@ _LOCK = threading.Lock()
 
 def _real_class(cls: type) -> type:
     """The stdlib class under freezegun's ``FakeDatetime`` (a subclass), if patched."""
-    while cls.__module__ != "datetime" and cls.__base__ is not object:
+    while cls.__module__ != "datetime" and cls.__base__ is not None and cls.__base__ is not object:
         cls = cls.__base__
     return cls
 
@@ -214,7 +220,7 @@ def _load(day: date | None) -> _Snapshot:
         return snap
 
 
-def get_calendar() -> "ExchangeCalendar":
+def get_calendar() -> ExchangeCalendar:
     """The process-wide ``exchange_calendars`` XNYS calendar (loaded on first use).
 
     Use it for what this module does not wrap (minute indexes, ...). Its range is
@@ -483,6 +489,7 @@ def get_market_status_detailed(now: datetime | None = None) -> dict[str, Any]:
     else:
         session, message = "holiday", MSG_HOLIDAY
 
+    next_close: datetime | None
     if bounds is not None and instant < bounds[0]:
         next_open, next_close = bounds
     else:
@@ -516,3 +523,95 @@ def get_market_status(now: datetime | None = None) -> tuple[bool, str]:
     """
     status = get_market_status_detailed(now)
     return status["is_open"], status["message"]
+
+
+# --------------------------------------------------------------------------------------
+# Run decisions: which sessions a scheduled job covers
+# --------------------------------------------------------------------------------------
+
+#: Intraday ingest still runs this long after the close, so the 16:00/16:15 schedule fires
+#: pick up the session's last minutes.
+INTRADAY_GRACE = timedelta(minutes=30)
+
+
+def closed_reason(day: DayLike) -> str | None:
+    """:data:`MSG_WEEKEND` / :data:`MSG_HOLIDAY` when ``day`` is not a session, else None.
+
+    Cron knows nothing of market holidays: a scheduled job asks this first.
+
+    >>> closed_reason("2025-12-25"), closed_reason("2025-12-27"), closed_reason("2025-12-26")
+    ('Market closed (Holiday)', 'Market closed (Weekend)', None)
+    """
+    d = _day(day)
+    if is_session(d):
+        return None
+    return MSG_WEEKEND if d.weekday() >= 5 else MSG_HOLIDAY
+
+
+def latest_finished_session(now: datetime | None = None) -> date:
+    """Today's session once it has closed and settled, else the session before today.
+
+    >>> latest_finished_session(datetime(2025, 11, 26, 17, 0, tzinfo=timezone.utc))
+    datetime.date(2025, 11, 25)
+    """
+    clock = _now(now)
+    today = today_et(clock)
+    if is_session(today) and is_session_finished(today, clock):
+        return today
+    return previous_session(today)
+
+
+@dataclass(frozen=True)
+class BarsWindow:
+    """The sessions a default bars ingest covers (``start``..``end``), or why it skips."""
+
+    start: date | None
+    end: date | None
+    skip_reason: str | None = None
+
+
+def default_bars_window(timeframe: str, now: datetime | None = None) -> BarsWindow:
+    """The range a bars ingest covers when no ``start``/``end`` is given.
+
+    * Intraday timeframes: today's session while it is open (and :data:`INTRADAY_GRACE` after
+      the close); outside those hours it skips with the market status as the reason.
+    * Daily and longer: the latest finished session; on a weekend or holiday it skips.
+    """
+    clock = _now(now)
+    today = today_et(clock)
+    reason = closed_reason(today)
+    if reason is not None:
+        return BarsWindow(None, None, reason)
+    if parse_timeframe(timeframe).is_intraday:
+        open_utc, close_utc = session_bounds(today)
+        if open_utc <= clock < close_utc + INTRADAY_GRACE:
+            return BarsWindow(today, today)
+        return BarsWindow(None, None, get_market_status(clock)[1])
+    session = latest_finished_session(clock)
+    return BarsWindow(session, session)
+
+
+def chunk_range(start: date, end: date, timeframe: str) -> list[tuple[date, date]]:
+    """``[start, end]`` cut at calendar-quarter (intraday) or calendar-year (daily) boundaries.
+
+    One chunk is one unit of work, so a long backfill shows progress and retries a chunk, not
+    the whole range; daily bars are small enough that a year is one request for 100 symbols.
+
+    >>> chunk_range(date(2023, 12, 30), date(2024, 1, 2), "1Day")
+    [(datetime.date(2023, 12, 30), datetime.date(2023, 12, 31)), (datetime.date(2024, 1, 1), datetime.date(2024, 1, 2))]
+    """
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    intraday = parse_timeframe(timeframe).is_intraday
+    chunks: list[tuple[date, date]] = []
+    lo = start
+    while lo <= end:
+        if intraday:
+            first_month_next = (lo.month - 1) // 3 * 3 + 4
+            boundary = date(lo.year + (first_month_next > 12), (first_month_next - 1) % 12 + 1, 1)
+        else:
+            boundary = date(lo.year + 1, 1, 1)
+        hi = min(end, boundary - timedelta(days=1))
+        chunks.append((lo, hi))
+        lo = hi + timedelta(days=1)
+    return chunks

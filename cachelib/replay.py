@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -84,6 +84,48 @@ class ReplaySummary:
     @property
     def bars_per_second(self) -> float:
         return self.bars / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @classmethod
+    def empty(cls, strategy: str, symbols: Iterable[str], start: date, end: date,
+              stats: dict[str, Any] | None = None) -> ReplaySummary:
+        """The summary of a replay that had no session to replay (none has finished yet)."""
+        names = tuple(symbols)
+        return cls(strategy=strategy, symbols=names, start=start, end=end, sessions=0, sessions_replayed=0,
+                   bars=0, trades=0, winning_trades=0, total_pnl=0.0, trades_by_symbol=dict.fromkeys(names, 0),
+                   missing=(), stats=stats or {}, elapsed_seconds=0.0)
+
+    @classmethod
+    def merge(cls, parts: Sequence[ReplaySummary], stats: dict[str, Any] | None = None) -> ReplaySummary:
+        """One summary of several replays of one strategy (a fan-out per (symbol, session)).
+
+        ``parts`` cover the same or disjoint date ranges: a session counted by two parts of
+        the same range (two symbols, one day) counts once. ``stats`` replaces the parts' trade
+        statistics (read them again after the last part archived its trades); by default the
+        last part's are kept.
+        """
+        if not parts:
+            raise ValueError("no replay summaries to merge")
+        by_symbol: dict[str, int] = {}
+        for p in parts:
+            for symbol, n in p.trades_by_symbol.items():
+                by_symbol[symbol] = by_symbol.get(symbol, 0) + n
+        sessions_per_range = {(p.start, p.end): p.sessions for p in parts}
+        return cls(
+            strategy=parts[0].strategy,
+            symbols=tuple(dict.fromkeys(s for p in parts for s in p.symbols)),
+            start=min(p.start for p in parts),
+            end=max(p.end for p in parts),
+            sessions=sum(sessions_per_range.values()),
+            sessions_replayed=sum(p.sessions_replayed for p in parts),
+            bars=sum(p.bars for p in parts),
+            trades=sum(p.trades for p in parts),
+            winning_trades=sum(p.winning_trades for p in parts),
+            total_pnl=sum(p.total_pnl for p in parts),
+            trades_by_symbol=by_symbol,
+            missing=tuple(m for p in parts for m in p.missing),
+            stats=parts[-1].stats if stats is None else stats,
+            elapsed_seconds=sum(p.elapsed_seconds for p in parts),
+        )
 
 
 def session_bars(

@@ -30,18 +30,22 @@ pinned to :data:`ALPACA_SDK_VERSION`. API keys never appear in messages or logs:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import inspect
 import json
 import logging
 import math
 import os
-import socket
 import random
+import re
+import socket
 import threading
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -80,9 +84,19 @@ __all__ = [
     "empty_bars_frame",
     "empty_option_chain",
     "alpaca_keys_configured",
+    "describe_source",
     "redact",
     "ALPACA_SDK_VERSION",
     "RETRYABLE_STATUS",
+    "ENV_MAX_RETRIES",
+    "ENV_BACKOFF_BASE",
+    "ENV_RATE_LIMIT",
+    "ENV_MAX_RETRY_SECONDS",
+    "ENV_REQUEST_DEADLINE",
+    "DEFAULT_RATE_LIMIT",
+    "shared_rate_limiter",
+    "source_options",
+    "open_source",
 ]
 
 logger = logging.getLogger("cachelib.sources")
@@ -111,6 +125,9 @@ DEFAULT_REQUEST_DEADLINE = 120.0  # seconds for one whole HTTP request, body inc
 DEFAULT_MAX_RETRY_AFTER = 60.0  # never wait longer than this on one Retry-After
 DEFAULT_MAX_RETRY_SECONDS = 300.0  # retrying (waits + failed attempts) per call, at most
 DEFAULT_MAX_PAGES = 10_000  # pages of one paginated call (10,000 x 10,000 bars is plenty)
+#: Pages in a row that carry a new next_page_token but no data. Alpaca never sends one; a server
+#: that does could otherwise hold a call for max_pages pages (about 50 minutes at 200/min).
+MAX_EMPTY_PAGES = 3
 
 
 # ---------------------------------------------------------------------------
@@ -131,14 +148,16 @@ def _register_secrets(*values: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every API key this process has used replaced by ``***``."""
+    """``text`` with every API key this process has used replaced by ``***``, in any letter
+    case (a server may echo a key upper-cased, e.g. as a symbol)."""
     text = str(text)
     with _SECRETS_LOCK:
         secrets = sorted(_SECRETS, key=len, reverse=True)  # longest first: no partial leftovers
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    folded = text.casefold()
+    if not any(secret.casefold() in folded for secret in secrets):
+        return text
+    pattern = "|".join(re.escape(secret) for secret in secrets)
+    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
 
 
 def _snippet(value: Any, limit: int = 80, *, raw: bool = False) -> str:
@@ -423,10 +442,8 @@ class _DeadlineExceeded(Exception):
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class _Deadline:
@@ -449,7 +466,7 @@ class _Deadline:
         self._timer.daemon = True
         self._previous: _Deadline | None = None
 
-    def __enter__(self) -> "_Deadline":
+    def __enter__(self) -> _Deadline:
         self._previous = getattr(_WATCH, "deadline", None)
         _WATCH.deadline = self
         self._timer.start()
@@ -605,7 +622,7 @@ def _client_classes() -> tuple[type, type]:
         class _Routed:
             """Routes the SDK's GETs (each page of its pager) through our source."""
 
-            _cachelib_source: "AlpacaSource"
+            _cachelib_source: AlpacaSource
             _cachelib_api_version: str
 
             def get(self, path: str, data: Any = None, **kwargs: Any) -> dict:
@@ -624,11 +641,12 @@ def _client_classes() -> tuple[type, type]:
 class _CallContext:
     """What one public call (one SDK method, all its pages) has used so far."""
 
-    __slots__ = ("what", "pages", "tokens", "retry_spent")
+    __slots__ = ("what", "pages", "empty_pages", "tokens", "retry_spent")
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.pages = 0
+        self.empty_pages = 0  # pages in a row with a token but no data
         self.tokens: set[str] = set()
         self.retry_spent = 0.0  # seconds of waits and failed attempts
 
@@ -740,6 +758,7 @@ class AlpacaSource:
             raise ValueError(
                 f"unknown adjustment {adjustment!r}: use one of {', '.join(a.value for a in Adjustment)}"
             ) from None
+        self.options_feed: OptionsFeed | None = None
         if options_feed is not None:
             try:
                 self.options_feed = OptionsFeed(str(options_feed).strip().lower())
@@ -748,8 +767,6 @@ class AlpacaSource:
                     f"unknown options_feed {options_feed!r}: use one of "
                     f"{', '.join(f.value for f in OptionsFeed)}"
                 ) from None
-        else:
-            self.options_feed = None
         self.max_retries = _check_knob("max_retries", max_retries, 0, 100, integer=True)
         self.backoff_base = _check_knob("backoff_base", backoff_base, 0, 3600, unit=" s")
         self.backoff_max = _check_knob("backoff_max", backoff_max, 0, 3600, unit=" s")
@@ -819,7 +836,7 @@ class AlpacaSource:
         """Close the HTTP connections (the source stays usable: they reopen on demand)."""
         self._http.close()
 
-    def __enter__(self) -> "AlpacaSource":
+    def __enter__(self) -> AlpacaSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -898,6 +915,14 @@ class AlpacaSource:
                 f"Alpaca sent the same next_page_token twice on {path} ({ctx.what}, page {ctx.pages}): "
                 f"following it would fetch the same pages forever, so the call stopped and returned "
                 f"nothing. Retry later; if it persists, the vendor's pagination is broken"
+            )
+        has_data = any(value for key, value in result.items() if key != "next_page_token")
+        ctx.empty_pages = 0 if has_data else ctx.empty_pages + 1
+        if ctx.empty_pages >= MAX_EMPTY_PAGES:
+            raise MalformedResponseError(
+                f"Alpaca answered {path} ({ctx.what}) with {ctx.empty_pages} pages in a row that hold "
+                f"no data but point to a next page: the call stopped and returned nothing. Retry "
+                f"later; if it persists, the vendor's pagination is broken"
             )
         if ctx.pages >= self.max_pages:
             raise MalformedResponseError(
@@ -1241,7 +1266,7 @@ _REQUIRED_BAR_KEYS = ("t", "o", "h", "l", "c", "v")
 
 
 def _where(symbols: list[str], times: list[Any], i: int) -> str:
-    return f" of the {symbols[i]} bar at {_snippet(times[i], 40, raw=True)}"
+    return f" of the {_snippet(symbols[i], 40, raw=True)} bar at {_snippet(times[i], 40, raw=True)}"
 
 
 def _float_column(values: list[Any], key: str, symbols: list[str], times: list[Any],
@@ -1364,6 +1389,7 @@ def _demo_source(kwargs: dict, strict: bool) -> MarketDataSource:
     from cachelib.demo import DemoSource
 
     if not strict and kwargs:
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(DemoSource).parameters
         except (TypeError, ValueError):
@@ -1371,6 +1397,20 @@ def _demo_source(kwargs: dict, strict: bool) -> MarketDataSource:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             kwargs = {k: v for k, v in kwargs.items() if k in params}
     return DemoSource(**kwargs)
+
+
+def describe_source(name: str | None) -> str:
+    """What ``get_source(name)`` will pick and why, for a run log (without building a source).
+
+    >>> describe_source("demo")
+    'demo (requested)'
+    """
+    choice = (name or "auto").strip().lower()
+    if choice != "auto":
+        return f"{choice} (requested)"
+    if alpaca_keys_configured():
+        return "alpaca (auto: Alpaca keys are configured)"
+    return "demo (auto: no Alpaca keys configured; offline synthetic data)"
 
 
 def get_source(name: str | None = "auto", **kwargs: Any) -> MarketDataSource:
@@ -1382,10 +1422,11 @@ def get_source(name: str | None = "auto", **kwargs: Any) -> MarketDataSource:
     back to demo, only those the demo source accepts). Logs one INFO line saying which and why.
     """
     choice = (name or "auto").strip().lower()
+    source: MarketDataSource
     if choice == "alpaca":
-        source = AlpacaSource(**kwargs)
-        logger.info("market data source: alpaca (requested; keys from %s)", source.credentials_source)
-        return source
+        alpaca = AlpacaSource(**kwargs)
+        logger.info("market data source: alpaca (requested; keys from %s)", alpaca.credentials_source)
+        return alpaca
     if choice == "demo":
         source = _demo_source(kwargs, strict=True)
         logger.info("market data source: demo (requested)")
@@ -1408,3 +1449,81 @@ def get_source(name: str | None = "auto", **kwargs: Any) -> MarketDataSource:
         )
         return source
     raise ValueError(f"unknown market data source {name!r}: use 'alpaca', 'demo' or 'auto'")
+
+
+# ---------------------------------------------------------------------------
+# Settings from the environment (jobs and deployments cannot pass Python objects)
+# ---------------------------------------------------------------------------
+
+#: HTTP retries per request inside ``AlpacaSource`` (default 5).
+ENV_MAX_RETRIES = "CACHELIB_ALPACA_MAX_RETRIES"
+#: Seconds of the first backoff (default 1.0).
+ENV_BACKOFF_BASE = "CACHELIB_ALPACA_BACKOFF_BASE"
+#: Requests per minute for the whole process (default 200, Alpaca's free plan; 0 = no limit).
+ENV_RATE_LIMIT = "CACHELIB_ALPACA_RATE_LIMIT"
+#: Seconds one source call may spend retrying (default 300).
+ENV_MAX_RETRY_SECONDS = "CACHELIB_ALPACA_MAX_RETRY_SECONDS"
+#: Seconds one HTTP request may take in total (default 120).
+ENV_REQUEST_DEADLINE = "CACHELIB_ALPACA_REQUEST_DEADLINE"
+DEFAULT_RATE_LIMIT = 200.0  # Alpaca free plan: 200 data requests per minute
+
+_LIMITERS: dict[float, RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def _env_number(name: str, kind: type[int] | type[float]) -> float | None:
+    """The finite, non-negative number in environment variable ``name``, or None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def shared_rate_limiter(per_minute: float) -> RateLimiter:
+    """The process-wide limiter for ``per_minute`` requests/min (parallel jobs share one budget)."""
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get(per_minute)
+        if limiter is None:
+            limiter = _LIMITERS[per_minute] = RateLimiter(per_minute or None)
+        return limiter
+
+
+def source_options(name: str | None) -> dict[str, Any]:
+    """Constructor options for ``get_source(name)`` from the ``CACHELIB_ALPACA_*`` variables.
+
+    ``"demo"`` takes none; for ``"auto"`` falling back to the demo source, :func:`get_source`
+    drops the Alpaca-only ones itself. The rate limiter is shared by the whole process.
+    """
+    if (name or "auto").strip().lower() == "demo":
+        return {}
+    options: dict[str, Any] = {}
+    retries = _env_number(ENV_MAX_RETRIES, int)
+    if retries is not None:
+        options["max_retries"] = retries
+    for env, option in ((ENV_BACKOFF_BASE, "backoff_base"), (ENV_MAX_RETRY_SECONDS, "max_retry_seconds"),
+                        (ENV_REQUEST_DEADLINE, "request_deadline")):
+        value = _env_number(env, float)
+        if value is not None:
+            options[option] = value
+    rate = _env_number(ENV_RATE_LIMIT, float)
+    options["rate_limiter"] = shared_rate_limiter(DEFAULT_RATE_LIMIT if rate is None else rate)
+    return options
+
+
+@contextlib.contextmanager
+def open_source(name: str | None) -> Iterator[MarketDataSource]:
+    """``get_source(name)`` with the environment's options, closed afterwards (Alpaca holds
+    HTTP sessions). The entry point for jobs that only know a source by name."""
+    source = get_source(name, **source_options(name))
+    try:
+        yield source
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()

@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ from .store import TradingCacheManager
 
 __all__ = [
     "SyncReport",
+    "SymbolSync",
+    "Rejection",
     "OptionSyncReport",
     "sync_bars",
     "sync_option_chains",
@@ -69,9 +72,39 @@ SETTLE_DELAY = market_hours.SETTLE_DELAY
 _EPOCH = date(1970, 1, 1)
 
 
+class SymbolSync(TypedDict):
+    """One symbol's counts in a :class:`SyncReport`."""
+
+    sessions_fetched: int
+    rows_fetched: int
+    rows_written: int
+    rows_rejected: int
+
+
+class Rejection(TypedDict):
+    """One row refused by validation: its symbol, bar time (ISO) and the reason."""
+
+    symbol: str
+    time: str
+    reason: str
+
+
+def _no_symbol_counts() -> SymbolSync:
+    return {"sessions_fetched": 0, "rows_fetched": 0, "rows_written": 0, "rows_rejected": 0}
+
+
+#: The integer totals of a :class:`SyncReport` (summed by :meth:`SyncReport.merge`).
+_TOTALS = ("sessions_requested", "sessions_fetched", "requests_made", "rows_fetched", "rows_written",
+           "rows_rejected", "calls")
+
+
 @dataclass
 class SyncReport:
-    """What one ``sync_bars`` call did. "Sessions" count (symbol, session) pairs."""
+    """What one ``sync_bars`` call did. "Sessions" count (symbol, session) pairs.
+
+    ``rejections`` lists rejected rows (possibly capped, see :meth:`capped`);
+    ``rejection_counts`` counts every rejected row by reason, capped or not.
+    """
 
     source: str
     timeframe: str
@@ -84,22 +117,68 @@ class SyncReport:
     rows_fetched: int = 0
     rows_written: int = 0
     rows_rejected: int = 0
-    rejections: list[dict[str, str]] = field(default_factory=list)
-    per_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    rejection_counts: dict[str, int] = field(default_factory=dict)
+    per_symbol: dict[str, SymbolSync] = field(default_factory=dict)
     calls: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-friendly values (dates as ISO strings)."""
         out = dict(self.__dict__)
         out["start"], out["end"] = self.start.isoformat(), self.end.isoformat()
         return out
 
     def rejection_reasons(self) -> dict[str, int]:
         """How many rows were rejected for each reason."""
-        counts: dict[str, int] = defaultdict(int)
-        for item in self.rejections:
-            counts[item["reason"]] += 1
-        return dict(counts)
+        return dict(self.rejection_counts)
+
+    def reject(self, symbol: str, when: str, reason: str) -> None:
+        """Record one rejected row of ``symbol`` (the per-symbol and total counts too)."""
+        self.rejections.append({"symbol": symbol, "time": when, "reason": reason})
+        self.rejection_counts[reason] = self.rejection_counts.get(reason, 0) + 1
+        self.per_symbol.setdefault(symbol, _no_symbol_counts())["rows_rejected"] += 1
+        self.rows_rejected += 1
+
+    def capped(self, max_rejections: int) -> SyncReport:
+        """A copy listing at most ``max_rejections`` rejected rows (the counts stay whole):
+        what a job hands on, so that a vendor's bad day does not flood a result."""
+        return replace(self, rejections=self.rejections[:max_rejections],
+                       rejection_counts=dict(self.rejection_counts),
+                       per_symbol={k: SymbolSync(**v) for k, v in self.per_symbol.items()})
+
+    @classmethod
+    def merge(cls, reports: Sequence[SyncReport], max_rejections: int | None = None) -> SyncReport:
+        """One report for several calls of the same source and timeframe (a chunked backfill):
+        counts summed, per-symbol counts summed, the range spanning all of them.
+
+        >>> a = SyncReport("demo", "1Day", ["AAPL"], date(2024, 1, 2), date(2024, 1, 31), rows_written=21)
+        >>> b = SyncReport("demo", "1Day", ["AAPL"], date(2024, 2, 1), date(2024, 2, 29), rows_written=20)
+        >>> m = SyncReport.merge([a, b]); (m.start, m.end, m.rows_written)
+        (datetime.date(2024, 1, 2), datetime.date(2024, 2, 29), 41)
+        """
+        if not reports:
+            raise ValueError("no reports to merge")
+        first = reports[0]
+        symbols = list(dict.fromkeys(sym for r in reports for sym in r.symbols))
+        out = cls(source=first.source, timeframe=first.timeframe, symbols=symbols,
+                  start=min(r.start for r in reports), end=max(r.end for r in reports))
+        for r in reports:
+            for name in _TOTALS:
+                setattr(out, name, getattr(out, name) + getattr(r, name))
+            out.seconds += r.seconds
+            for sym, counts in r.per_symbol.items():
+                acc = out.per_symbol.setdefault(sym, _no_symbol_counts())
+                acc["sessions_fetched"] += counts["sessions_fetched"]
+                acc["rows_fetched"] += counts["rows_fetched"]
+                acc["rows_written"] += counts["rows_written"]
+                acc["rows_rejected"] += counts["rows_rejected"]
+            for reason, n in r.rejection_counts.items():
+                out.rejection_counts[reason] = out.rejection_counts.get(reason, 0) + n
+            out.rejections.extend(r.rejections)
+        if max_rejections is not None:
+            del out.rejections[max_rejections:]
+        return out
 
 
 @dataclass
@@ -115,6 +194,27 @@ class OptionSyncReport:
     @property
     def rows_written(self) -> int:
         return sum(self.rows_per_underlying.values())
+
+    @property
+    def underlyings(self) -> list[str]:
+        return list(self.rows_per_underlying)
+
+    @classmethod
+    def merge(cls, reports: Sequence[OptionSyncReport]) -> OptionSyncReport:
+        """One report for several snapshot calls (one per underlying, run in parallel).
+
+        >>> a = OptionSyncReport("demo", {"AAPL": 3}, {"AAPL": "2025-11-26"}, requests_made=1)
+        >>> b = OptionSyncReport("demo", {"SPY": 2}, {"SPY": "2025-11-26"}, requests_made=1)
+        >>> m = OptionSyncReport.merge([a, b]); (m.rows_written, m.requests_made, m.underlyings)
+        (5, 2, ['AAPL', 'SPY'])
+        """
+        out = cls(source=reports[0].source if reports else "")
+        for r in reports:
+            out.rows_per_underlying.update(r.rows_per_underlying)
+            out.trading_dates.update(r.trading_dates)
+            out.failures.update(r.failures)
+            out.requests_made += r.requests_made
+        return out
 
 
 def _requests(source: Any) -> int:
@@ -157,7 +257,7 @@ def _runs(days: list[date], position: dict[date, int]) -> list[tuple[date, date,
 
 def _bars_per_session(timeframe: str) -> int:
     tf = parse_timeframe(timeframe)
-    if not tf.is_intraday:
+    if not tf.is_intraday or not tf.seconds:
         return 1
     return max(1, _EXTENDED_MINUTES * 60 // tf.seconds)
 
@@ -199,7 +299,7 @@ def sync_bars(
     clock = now_utc(now)
     report = SyncReport(source=src_name, timeframe=tf_name, symbols=syms, start=first, end=last)
     for sym in syms:
-        report.per_symbol[sym] = {"sessions_fetched": 0, "rows_fetched": 0, "rows_written": 0, "rows_rejected": 0}
+        report.per_symbol[sym] = _no_symbol_counts()
 
     eligible, finished = _eligible_sessions(first, last, tf.is_intraday, clock)
     report.sessions_requested = len(eligible) * len(syms)
@@ -297,9 +397,7 @@ def _store_call(
             for n, k in zip(nums.tolist(), counts.tolist(), strict=True):
                 rows_per_day[_EPOCH + timedelta(days=n)] = k
             for when, reason in rejected:
-                report.rejections.append({"symbol": sym, "time": when, "reason": reason})
-            stats["rows_rejected"] += len(rejected)
-            report.rows_rejected += len(rejected)
+                report.reject(sym, when, reason)
         with cache.atomic():
             written = cache.set(sym, good, source=source, asset_type=asset_type, timeframe=timeframe) \
                 if good is not None and len(good) else 0
@@ -356,7 +454,7 @@ def sync_option_chains(
 # ---------------------------------------------------------------------------
 
 
-def build_live_bar(minute_bars: pd.DataFrame, day: date) -> pd.DataFrame:
+def build_live_bar(minute_bars: pd.DataFrame | None, day: date) -> pd.DataFrame:
     """Today's in-progress daily bar from its regular-session minute bars so far.
 
     Real open/high/low/close/volume: first open, max high, min low, last close, summed

@@ -1,7 +1,8 @@
-"""What every flow shares: the clock, the calendar decisions, paths, task runner, artifacts.
+"""What every flow shares: the clock, paths, the task runner, artifacts.
 
-Nothing here fetches or stores market data (that is cachelib's, through tasks/). This module
-answers "which sessions?", "which database?", "which task runner?" and "how do we show it?".
+Nothing here fetches or stores market data, and nothing decides which sessions a run covers
+(that is cachelib's: ``cachelib.market_hours.default_bars_window`` and friends). This module
+answers "which database?", "which task runner?" and "how do we show it?".
 
 Environment knobs read here:
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Coroutine, Mapping, Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -30,19 +31,7 @@ from prefect.artifacts import (
 )
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from cachelib.bars import parse_timeframe
 from cachelib.clock import now_utc
-from cachelib.market_hours import (
-    MSG_HOLIDAY,
-    MSG_WEEKEND,
-    get_market_status,
-    is_session,
-    is_session_finished,
-    previous_session,
-    session_bounds,
-    today_et,
-)
-from cachelib.sources import alpaca_keys_configured
 from cachelib.store import default_db_path
 
 __all__ = [
@@ -50,17 +39,10 @@ __all__ = [
     "SYMBOLS_ENV",
     "DASK_ENV",
     "WORKERS_ENV",
-    "INTRADAY_GRACE",
     "now",
     "default_symbols",
     "resolve_db_path",
-    "describe_source",
     "choose_task_runner",
-    "closed_reason",
-    "session_finished",
-    "latest_finished_session",
-    "default_bars_window",
-    "chunk_range",
     "artifact_key",
     "publish_markdown",
     "publish_table",
@@ -76,9 +58,6 @@ SYMBOLS_ENV = "CACHELIB_SYMBOLS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 WORKERS_ENV = "CACHELIB_TASK_WORKERS"
 DEFAULT_MAX_WORKERS = 4
-#: Intraday ingest still runs this long after the close, so the 16:00/16:15 schedule fires
-#: pick up the session's last minutes.
-INTRADAY_GRACE = timedelta(minutes=30)
 
 
 # -- clock, universe, paths, source ------------------------------------------------------------
@@ -102,16 +81,6 @@ def resolve_db_path(db_path: str | os.PathLike[str] | None) -> str:
     return str(path.resolve())
 
 
-def describe_source(name: str) -> str:
-    """What ``get_source(name)`` will pick, for the run log (without building a source)."""
-    choice = (name or "auto").strip().lower()
-    if choice != "auto":
-        return f"{choice} (requested)"
-    if alpaca_keys_configured():
-        return "alpaca (auto: Alpaca keys are configured)"
-    return "demo (auto: no Alpaca keys configured; offline synthetic data)"
-
-
 def choose_task_runner(max_workers: int | None = None) -> Any:
     """``DaskTaskRunner(address=$DASK_SCHEDULER_ADDRESS)`` if set, else a thread pool.
 
@@ -127,81 +96,6 @@ def choose_task_runner(max_workers: int | None = None) -> Any:
         raw = os.environ.get(WORKERS_ENV, "").strip()
         max_workers = int(raw) if raw else DEFAULT_MAX_WORKERS
     return ThreadPoolTaskRunner(max_workers=max_workers)
-
-
-# -- calendar decisions ------------------------------------------------------------------------
-
-
-def closed_reason(day: date) -> str | None:
-    """``"Market closed (Weekend)"`` / ``"Market closed (Holiday)"``, or None on a session."""
-    if is_session(day):
-        return None
-    return MSG_WEEKEND if day.weekday() >= 5 else MSG_HOLIDAY
-
-
-def session_finished(day: date, clock: datetime) -> bool:
-    """Whether session ``day`` closed (and settled, as the sync counts it) by ``clock``."""
-    return is_session_finished(day, clock)
-
-
-def latest_finished_session(clock: datetime) -> date:
-    """Today's session once it has closed and settled, else the session before today."""
-    today = today_et(clock)
-    if is_session(today) and session_finished(today, clock):
-        return today
-    return previous_session(today)
-
-
-@dataclass(frozen=True)
-class BarsWindow:
-    """The sessions a default ``ingest_bars`` run covers, or why it skips."""
-
-    start: date | None
-    end: date | None
-    skip_reason: str | None = None
-
-
-def default_bars_window(timeframe: str, clock: datetime) -> BarsWindow:
-    """The range ``ingest_bars`` covers without an explicit ``start``/``end``.
-
-    * Intraday timeframes: today's session while it is open (and ``INTRADAY_GRACE`` after the
-      close); outside those hours it skips with the market status as the reason.
-    * Daily and longer: the latest finished session; on a weekend or holiday it skips.
-    """
-    today = today_et(clock)
-    reason = closed_reason(today)
-    if reason is not None:
-        return BarsWindow(None, None, reason)
-    if parse_timeframe(timeframe).is_intraday:
-        open_utc, close_utc = session_bounds(today)
-        if open_utc <= clock < close_utc + INTRADAY_GRACE:
-            return BarsWindow(today, today)
-        return BarsWindow(None, None, get_market_status(clock)[1])
-    session = latest_finished_session(clock)
-    return BarsWindow(session, session)
-
-
-def chunk_range(start: date, end: date, timeframe: str) -> list[tuple[date, date]]:
-    """``[start, end]`` cut at calendar-quarter (intraday) or calendar-year (daily) boundaries.
-
-    One chunk is one task run, so a long backfill shows progress and retries a chunk, not the
-    whole range; daily bars are small enough that a year is one request for 100 symbols.
-    """
-    if start > end:
-        raise ValueError(f"start {start} is after end {end}")
-    intraday = parse_timeframe(timeframe).is_intraday
-    chunks: list[tuple[date, date]] = []
-    lo = start
-    while lo <= end:
-        if intraday:
-            first_month_next = (lo.month - 1) // 3 * 3 + 4
-            boundary = date(lo.year + (first_month_next > 12), (first_month_next - 1) % 12 + 1, 1)
-        else:
-            boundary = date(lo.year + 1, 1, 1)
-        hi = min(end, boundary - timedelta(days=1))
-        chunks.append((lo, hi))
-        lo = hi + timedelta(days=1)
-    return chunks
 
 
 # -- artifacts ---------------------------------------------------------------------------------
@@ -223,15 +117,23 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> UUID:
+def _sync(result: UUID | Coroutine[Any, Any, UUID]) -> UUID:
+    """The id of an artifact created from synchronous code. Prefect's artifact functions are
+    typed "value or coroutine" (``sync_compatible``); called outside an event loop, they
+    return the value."""
+    assert isinstance(result, UUID), "artifact functions are called from synchronous flows only"
+    return result
+
+
+def publish_table(key: str, rows: Sequence[Mapping[str, Any]], description: str) -> UUID:
     """A table artifact (rows of plain values) under a stable ``key``."""
     clean = [{k: _cell(v) for k, v in row.items()} for row in rows]
-    return create_table_artifact(table=clean, key=key, description=description)
+    return _sync(create_table_artifact(table=clean, key=key, description=description))
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> UUID:
     """A markdown artifact under a stable ``key``."""
-    return create_markdown_artifact(markdown=markdown, key=key, description=description)
+    return _sync(create_markdown_artifact(markdown=markdown, key=key, description=description))
 
 
 def markdown_cell(value: Any) -> str:
@@ -254,7 +156,7 @@ def markdown_code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A GitHub-style markdown table of ``rows`` (columns from the first row), or ``_(none)_``.
 
     A table is a block of its own: put it after a blank line, never inside a list item (where
@@ -276,7 +178,7 @@ class Progress:
         self.total = max(total, 1)
         self.done = 0
         self.description = description
-        self.id = create_progress_artifact(progress=0.0, key=key, description=description)
+        self.id = _sync(create_progress_artifact(progress=0.0, key=key, description=description))
 
     def step(self, note: str | None = None) -> None:
         self.done += 1

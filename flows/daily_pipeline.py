@@ -20,39 +20,66 @@ would be most of this pipeline's wall time. The UI shows every task run of every
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from cachelib.market_hours import session_bounds, today_et
+from cachelib.maintenance import CacheSnapshot, StatRow, stats_rows
+from cachelib.market_hours import closed_reason, is_session_finished, session_bounds, today_et
+from cachelib.replay import ReplaySummary
+from cachelib.sources import describe_source
 from flows import _common
 from flows._common import (
     DEFAULT_SYMBOLS,
     choose_task_runner,
-    closed_reason,
     default_symbols,
-    describe_source,
     markdown_code,
     markdown_table,
     publish_markdown,
     publish_table,
     resolve_db_path,
-    session_finished,
 )
-from flows.ingest_bars import ingest_stage
-from flows.ingest_options import options_capture_text, options_stage, submit_options
-from flows.maintenance import stats_rows
+from flows.ingest_bars import BarsIngest, ingest_stage
+from flows.ingest_options import ChainsIngest, options_capture_text, options_stage, submit_options
 from flows.replay import replay_stage
 from tasks.maintenance import cache_stats
 
-__all__ = ["daily_pipeline", "DEFAULT_SYMBOLS", "DAILY_LOOKBACK", "STRATEGY", "pipeline_summary_markdown",
-           "pipeline_skipped_markdown"]
+__all__ = ["daily_pipeline", "PipelineRun", "DEFAULT_SYMBOLS", "DAILY_LOOKBACK", "STRATEGY",
+           "pipeline_summary_markdown", "pipeline_skipped_markdown"]
 
 #: How much daily history the pipeline keeps cached behind ``day``.
 DAILY_LOOKBACK = timedelta(days=365)
 STRATEGY = "sma_crossover"
 SUMMARY_KEY = "daily-pipeline-summary"
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """The result of ``daily_pipeline``: every stage's result, or why the day was skipped.
+
+    ``replay`` is None until the session has closed and settled; the stage results are None
+    when the day was skipped.
+    """
+
+    status: Literal["completed", "skipped"]
+    day: date
+    skip_reason: str | None = None
+    symbols: list[str] = field(default_factory=list)
+    db_path: str = ""
+    session_finished: bool = False
+    daily_bars: BarsIngest | None = None
+    minute_bars: BarsIngest | None = None
+    option_chains: ChainsIngest | None = None
+    replay: ReplaySummary | None = None
+    cache_before: CacheSnapshot | None = None
+    cache_after: CacheSnapshot | None = None
+
+    @property
+    def source(self) -> str:
+        report = self.daily_bars.report if self.daily_bars is not None else None
+        return report.source if report is not None else ""
 
 
 @flow(name="daily_pipeline", task_runner=choose_task_runner())
@@ -61,11 +88,10 @@ def daily_pipeline(
     symbols: list[str] | None = None,
     source: str = "auto",
     db_path: str | None = None,
-) -> dict[str, Any]:
+) -> PipelineRun:
     """Ingest, snapshot and replay one session; ``day`` defaults to today in New York.
 
     ``symbols`` defaults to ``CACHELIB_SYMBOLS`` (comma-separated) or :data:`DEFAULT_SYMBOLS`.
-    Returns a summary: ``status`` (``completed``/``skipped``), per-stage reports, cache stats.
     """
     logger = get_run_logger()
     clock = _common.now()
@@ -75,7 +101,7 @@ def daily_pipeline(
         logger.info(reason)
         logger.info("%s is not an NYSE session: nothing to ingest or replay", day)
         publish_markdown(SUMMARY_KEY, pipeline_skipped_markdown(day, reason), "daily_pipeline summary")
-        return {"status": "skipped", "day": day.isoformat(), "reason": reason}
+        return PipelineRun("skipped", day, skip_reason=reason)
 
     symbols = [s.upper() for s in (symbols or default_symbols())]
     db = resolve_db_path(db_path)
@@ -88,86 +114,62 @@ def daily_pipeline(
     # daily bars so that rejected keys fail the pipeline on that stage's one request, not on 20.
     snapshots = submit_options(symbols, source, db)
     minute = ingest_stage(symbols, "1Min", day, day, source, db, clock)
-    finished = session_finished(day, clock)
+    finished = is_session_finished(day, clock)
+    replay = None
     if finished:
         replay = replay_stage(symbols, day, day, STRATEGY, db, clock)
     else:
         closes = session_bounds(day)[1]
         logger.info("session %s has not closed yet (closes %s): ingested what exists; replay skipped "
                     "until it has closed", day, closes.isoformat())
-        replay = None
-    chains = options_stage(symbols, source, db, futures=snapshots,
-                           rows_before=before["options"]["total_rows"], day=day)
+    chains = options_stage(symbols, source, db, futures=snapshots, rows_before=before.options["total_rows"], day=day)
     after = cache_stats(db, STRATEGY)
-
-    summary = {
-        "status": "completed",
-        "day": day.isoformat(),
-        "symbols": symbols,
-        "source": daily["source"],
-        "session_finished": finished,
-        "daily_bars": _brief(daily),
-        "minute_bars": _brief(minute),
-        "option_chains": {k: chains[k] for k in ("rows_written", "new_rows", "replaced_rows", "requests_made",
-                                                 "rows_per_underlying", "trading_dates", "day")},
-        "replay": None if replay is None else {k: replay[k] for k in (
-            "sessions_replayed", "bars", "trades", "winning_trades", "total_pnl", "missing")},
-        "trade_stats": after["trades"],
-        "cache_before": _brief_stats(before),
-        "cache_after": _brief_stats(after),
-        "db_path": db,
-    }
-    _publish(summary, stats_rows(before, after))
-    return summary
+    run = PipelineRun("completed", day, symbols=symbols, db_path=db, session_finished=finished, daily_bars=daily,
+                      minute_bars=minute, option_chains=chains, replay=replay, cache_before=before, cache_after=after)
+    _publish(run, stats_rows(before, after))
+    return run
 
 
-def _brief(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("requests_made", "sessions_fetched", "rows_fetched", "rows_written", "rows_rejected",
-            "rejection_reasons", "chunks")
-    return {k: report[k] for k in keys}
-
-
-def _brief_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    cache = stats["cache"]
-    return {"bars": cache["total_entries"], "symbols": cache["unique_symbols"],
-            "first_day": cache["date_range"]["start"], "last_day": cache["date_range"]["end"],
-            "option_rows": stats["options"]["total_rows"], "trades": cache["trade_entries"],
-            "db_size_bytes": cache["db_size_bytes"]}
-
-
-def _stage_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    stages = [
-        {"stage": f"{name} bars", "requests": r["requests_made"], "rows_written": r["rows_written"],
-         "rows_rejected": r["rows_rejected"]}
-        for name, r in (("daily", s["daily_bars"]), ("1-minute", s["minute_bars"]))
-    ]
-    stages.append({"stage": "option chains", "requests": s["option_chains"]["requests_made"],
-                   "rows_written": s["option_chains"]["rows_written"], "rows_rejected": 0})
+def _stage_rows(run: PipelineRun) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for name, ingest in (("daily", run.daily_bars), ("1-minute", run.minute_bars)):
+        if ingest is not None and ingest.report is not None:
+            r = ingest.report
+            stages.append({"stage": f"{name} bars", "requests": r.requests_made, "rows_written": r.rows_written,
+                           "rows_rejected": r.rows_rejected})
+    if run.option_chains is not None and run.option_chains.report is not None:
+        chains = run.option_chains.report
+        stages.append({"stage": "option chains", "requests": chains.requests_made,
+                       "rows_written": chains.rows_written, "rows_rejected": 0})
     return stages
 
 
-def pipeline_summary_markdown(s: dict[str, Any], stages: list[dict[str, Any]], stats: list[dict[str, Any]]) -> str:
+def pipeline_summary_markdown(run: PipelineRun, stages: list[dict[str, Any]], stats: list[StatRow]) -> str:
     """The ``daily-pipeline-summary`` artifact. Option chains are always today's snapshot
     (vendors serve no past chain): the text says which day they are filed under, and how many
     rows are new, so that it agrees with the cache before/after table."""
-    replay = s["replay"]
+    replay = run.replay
     replay_text = (
-        f"{replay['sessions_replayed']} (symbol, session) pair(s), {replay['bars']} bars, "
-        f"**{replay['trades']}** trade(s), P&L **{replay['total_pnl']:.2f}**"
+        f"{replay.sessions_replayed} (symbol, session) pair(s), {replay.bars} bars, "
+        f"**{replay.trades}** trade(s), P&L **{replay.total_pnl:.2f}**"
         if replay is not None else "skipped: the session has not closed yet"
     )
-    if replay is not None and replay["missing"]:
-        replay_text += f"; {len(replay['missing'])} (symbol, session) pair(s) had no 1-minute bars"
-    t = s["trade_stats"]
-    return (
-        f"## Daily pipeline {s['day']}\n\n"
-        f"- source: **{s['source']}**, symbols: {', '.join(s['symbols'])}\n"
-        f"- database: {markdown_code(s['db_path'])}\n"
-        f"- option chains: {options_capture_text(s['option_chains'])}\n"
-        f"- replay: {replay_text}\n"
-        f"- all archived trades: {t['total_trades']} trade(s), win rate {t['win_rate_pct']:.1f} %, "
-        f"P&L {t['total_pnl']:.2f}, profit factor {t['profit_factor']}\n\n"
-        f"### Stages\n\n{markdown_table(stages)}\n\n"
+    if replay is not None and replay.missing:
+        replay_text += f"; {len(replay.missing)} (symbol, session) pair(s) had no 1-minute bars"
+    chains = options_capture_text(run.option_chains) if run.option_chains is not None else "none"
+    lines = [
+        f"## Daily pipeline {run.day}\n",
+        f"- source: **{run.source}**, symbols: {', '.join(run.symbols)}",
+        f"- database: {markdown_code(run.db_path)}",
+        f"- option chains: {chains}",
+        f"- replay: {replay_text}",
+    ]
+    if run.cache_after is not None:
+        t = run.cache_after.trades
+        lines.append(f"- all archived trades: {t['total_trades']} trade(s), win rate {t['win_rate_pct']:.1f} %, "
+                     f"P&L {t['total_pnl']:.2f}, profit factor {t['profit_factor']}")
+    return "\n".join(lines) + (
+        f"\n\n### Stages\n\n{markdown_table(stages)}\n\n"
         f"### Cache before / after\n\n{markdown_table(stats)}\n"
     )
 
@@ -177,8 +179,8 @@ def pipeline_skipped_markdown(day: date, reason: str) -> str:
     return f"## Daily pipeline {day}: skipped\n\n{reason}\n"
 
 
-def _publish(s: dict[str, Any], stats: list[dict[str, Any]]) -> None:
-    stages = _stage_rows(s)
-    publish_markdown(SUMMARY_KEY, pipeline_summary_markdown(s, stages, stats), "daily_pipeline summary")
+def _publish(run: PipelineRun, stats: list[StatRow]) -> None:
+    stages = _stage_rows(run)
+    publish_markdown(SUMMARY_KEY, pipeline_summary_markdown(run, stages, stats), "daily_pipeline summary")
     publish_table("daily-pipeline-stages", stages, "requests and rows per stage of the pipeline")
     publish_table("daily-pipeline-cache-stats", stats, "cache statistics before and after the pipeline")

@@ -2,9 +2,10 @@
 
 Without ``start``/``end`` it covers the latest *finished* session (daily) or today's session
 while the market is open (intraday); on weekends and holidays it logs the reason and skips,
-since cron knows nothing of market holidays. Long ranges are cut into chunks (a calendar
-quarter of minute bars, a calendar year of daily bars), one task run each, with a progress
-artifact; each chunk fetches only the sessions the cache lacks.
+since cron knows nothing of market holidays (``cachelib.market_hours.default_bars_window``).
+Long ranges are cut into chunks (a calendar quarter of minute bars, a calendar year of daily
+bars; ``chunk_range``), one task run each, with a progress artifact; each chunk fetches only
+the sessions the cache lacks.
 
 Chunks run one after another on purpose: they share the vendor's per-key request budget
 (Alpaca: 200/min), so running them in parallel would only trade progress for 429s.
@@ -12,50 +13,41 @@ Chunks run one after another on purpose: they share the vendor's per-key request
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from cachelib.market_hours import chunk_range, default_bars_window
+from cachelib.sources import describe_source
+from cachelib.sync import SyncReport
 from flows import _common
 from flows._common import (
     Progress,
     artifact_key,
     choose_task_runner,
-    chunk_range,
-    default_bars_window,
-    describe_source,
     markdown_code,
     markdown_table,
     publish_markdown,
     publish_table,
     resolve_db_path,
 )
-from tasks.market_data import fetch_and_store_bars
+from tasks.market_data import MAX_REJECTIONS_RETURNED, fetch_and_store_bars
 
-__all__ = ["ingest_bars", "ingest_stage", "bars_summary_markdown", "bars_skipped_markdown"]
-
-_SUM_FIELDS = ("sessions_requested", "sessions_fetched", "requests_made", "rows_fetched",
-               "rows_written", "rows_rejected", "calls")
-_SYMBOL_FIELDS = ("sessions_fetched", "rows_fetched", "rows_written", "rows_rejected")
+__all__ = ["BarsIngest", "ingest_bars", "ingest_stage", "bars_summary_markdown", "bars_skipped_markdown"]
 
 
-def _combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {f: sum(r[f] for r in reports) for f in _SUM_FIELDS}
-    total["seconds"] = round(sum(r["seconds"] for r in reports), 3)
-    per_symbol: dict[str, dict[str, int]] = {}
-    reasons: dict[str, int] = {}
-    rejections: list[dict[str, str]] = []
-    for report in reports:
-        for sym, stats in report["per_symbol"].items():
-            acc = per_symbol.setdefault(sym, dict.fromkeys(_SYMBOL_FIELDS, 0))
-            for f in _SYMBOL_FIELDS:
-                acc[f] += stats[f]
-        for reason, n in report["rejection_reasons"].items():
-            reasons[reason] = reasons.get(reason, 0) + n
-        rejections.extend(report["rejections"])
-    total.update(per_symbol=per_symbol, rejection_reasons=reasons, rejections=rejections[:50])
-    return total
+@dataclass(frozen=True)
+class BarsIngest:
+    """The result of ``ingest_bars``: the combined sync report of its chunks, or why it skipped."""
+
+    status: Literal["completed", "skipped"]
+    timeframe: str
+    db_path: str
+    report: SyncReport | None = None  # None when skipped
+    chunks: int = 0
+    skip_reason: str | None = None
 
 
 def ingest_stage(
@@ -66,17 +58,16 @@ def ingest_stage(
     source: str,
     db_path: str,
     clock: datetime,
-) -> dict[str, Any]:
+) -> BarsIngest:
     """Run the fetch tasks for ``[start, end]`` chunk by chunk and publish the artifacts.
 
     Shared by :func:`ingest_bars` and ``daily_pipeline`` (which calls it in its own run).
     """
     logger = get_run_logger()
-    tf_key = artifact_key(timeframe)
     chunks = chunk_range(start, end, timeframe)
     progress = None
     if len(chunks) > 1:
-        progress = Progress(artifact_key("ingest-bars", tf_key, "progress"), len(chunks),
+        progress = Progress(artifact_key("ingest-bars", timeframe, "progress"), len(chunks),
                             f"{timeframe} backfill {start}..{end}")
         logger.info("backfill %s..%s of %s bars in %d chunks", start, end, timeframe, len(chunks))
     reports = []
@@ -85,36 +76,35 @@ def ingest_stage(
                                             timeframe, source, clock.isoformat()))
         if progress is not None:
             progress.step(f"{lo}..{hi}")
-    summary = _combine(reports)
-    summary.update(status="completed", timeframe=timeframe, start=start.isoformat(), end=end.isoformat(),
-                   chunks=len(chunks), symbols=list(symbols), source=reports[0]["source"], db_path=db_path)
-    _publish(summary)
+    report = SyncReport.merge(reports, max_rejections=MAX_REJECTIONS_RETURNED)
+    result = BarsIngest("completed", timeframe, db_path, report, chunks=len(chunks))
+    _publish(result, report)
     logger.info("%s bars %s..%s: %d request(s), %d rows written, %d rejected", timeframe, start, end,
-                summary["requests_made"], summary["rows_written"], summary["rows_rejected"])
-    return summary
+                report.requests_made, report.rows_written, report.rows_rejected)
+    return result
 
 
-def _per_symbol_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"symbol": sym, **stats} for sym, stats in sorted(s["per_symbol"].items())]
+def _per_symbol_rows(r: SyncReport) -> list[dict[str, Any]]:
+    return [{"symbol": sym, **counts} for sym, counts in sorted(r.per_symbol.items())]
 
 
-def _rejected_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"reason": reason, "rows": n} for reason, n in sorted(s["rejection_reasons"].items())]
+def _rejected_rows(r: SyncReport) -> list[dict[str, Any]]:
+    return [{"reason": reason, "rows": n} for reason, n in sorted(r.rejection_counts.items())]
 
 
-def bars_summary_markdown(s: dict[str, Any]) -> str:
+def bars_summary_markdown(r: SyncReport, chunks: int, db_path: str) -> str:
     """The ``ingest-bars-<timeframe>-summary`` artifact of a combined ingest report."""
     return (
-        f"## {s['timeframe']} bars {s['start']} .. {s['end']}\n\n"
-        f"- source: **{s['source']}**, {len(s['symbols'])} symbol(s), {s['chunks']} chunk(s)\n"
-        f"- sessions fetched: {s['sessions_fetched']} of {s['sessions_requested']} requested "
+        f"## {r.timeframe} bars {r.start} .. {r.end}\n\n"
+        f"- source: **{r.source}**, {len(r.symbols)} symbol(s), {chunks} chunk(s)\n"
+        f"- sessions fetched: {r.sessions_fetched} of {r.sessions_requested} requested "
         f"(the rest were cached already)\n"
-        f"- requests made: **{s['requests_made']}**\n"
-        f"- rows fetched {s['rows_fetched']}, written **{s['rows_written']}**, "
-        f"rejected **{s['rows_rejected']}**\n"
-        f"- database: {markdown_code(s['db_path'])}\n\n"
-        f"### Per symbol\n\n{markdown_table(_per_symbol_rows(s))}\n\n"
-        f"### Rows rejected, by reason\n\n{markdown_table(_rejected_rows(s))}\n"
+        f"- requests made: **{r.requests_made}**\n"
+        f"- rows fetched {r.rows_fetched}, written **{r.rows_written}**, "
+        f"rejected **{r.rows_rejected}**\n"
+        f"- database: {markdown_code(db_path)}\n\n"
+        f"### Per symbol\n\n{markdown_table(_per_symbol_rows(r))}\n\n"
+        f"### Rows rejected, by reason\n\n{markdown_table(_rejected_rows(r))}\n"
     )
 
 
@@ -123,17 +113,15 @@ def bars_skipped_markdown(timeframe: str, reason: str) -> str:
     return f"## {timeframe} bars: skipped\n\n{reason}\n"
 
 
-def _publish(s: dict[str, Any]) -> None:
-    tf_key = artifact_key(s["timeframe"])
-    per_symbol = _per_symbol_rows(s)
-    rejected = _rejected_rows(s)
-    publish_markdown(artifact_key("ingest-bars", tf_key, "summary"), bars_summary_markdown(s),
-                     f"ingest_bars {s['timeframe']} summary")
-    publish_table(artifact_key("ingest-bars", tf_key, "per-symbol"), per_symbol,
-                  f"{s['timeframe']} rows fetched/written/rejected per symbol")
-    publish_table(artifact_key("ingest-bars", tf_key, "rejections"),
-                  rejected or [{"reason": "(none)", "rows": 0}],
-                  f"{s['timeframe']} rows rejected by validation, by reason")
+def _publish(result: BarsIngest, r: SyncReport) -> None:
+    tf = result.timeframe
+    publish_markdown(artifact_key("ingest-bars", tf, "summary"),
+                     bars_summary_markdown(r, result.chunks, result.db_path), f"ingest_bars {tf} summary")
+    publish_table(artifact_key("ingest-bars", tf, "per-symbol"), _per_symbol_rows(r),
+                  f"{tf} rows fetched/written/rejected per symbol")
+    publish_table(artifact_key("ingest-bars", tf, "rejections"),
+                  _rejected_rows(r) or [{"reason": "(none)", "rows": 0}],
+                  f"{tf} rows rejected by validation, by reason")
 
 
 @flow(name="ingest_bars", task_runner=choose_task_runner())
@@ -144,7 +132,7 @@ def ingest_bars(
     end: date | None = None,
     source: str = "auto",
     db_path: str | None = None,
-) -> dict[str, Any]:
+) -> BarsIngest:
     """Cache the bars of ``symbols`` for ``[start, end]`` (sessions only, missing ones only).
 
     ``start``/``end`` default to the latest finished session (daily) or today's open session
@@ -162,9 +150,9 @@ def ingest_bars(
             publish_markdown(artifact_key("ingest-bars", timeframe, "summary"),
                              bars_skipped_markdown(timeframe, window.skip_reason),
                              f"ingest_bars {timeframe} summary")
-            return {"status": "skipped", "reason": window.skip_reason, "timeframe": timeframe,
-                    "requests_made": 0, "rows_written": 0, "db_path": db}
+            return BarsIngest("skipped", timeframe, db, skip_reason=window.skip_reason)
         start, end = window.start, window.end
-    start, end = start or end, end or start
+    first, last = start or end, end or start
+    assert first is not None and last is not None  # one of them is set, or the window set both
     logger.info("market data source: %s; database %s", describe_source(source), db)
-    return ingest_stage(symbols, timeframe, start, end, source, db, clock)
+    return ingest_stage(symbols, timeframe, first, last, source, db, clock)

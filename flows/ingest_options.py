@@ -10,18 +10,19 @@ on its own (HTTP faults are retried inside the source only, see tasks.market_dat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFutureList
 
-from cachelib.market_hours import today_et
+from cachelib.market_hours import closed_reason, today_et
+from cachelib.sources import describe_source
+from cachelib.sync import OptionSyncReport
 from flows import _common
 from flows._common import (
     choose_task_runner,
-    closed_reason,
-    describe_source,
     markdown_code,
     markdown_table,
     publish_markdown,
@@ -31,84 +32,100 @@ from flows._common import (
 from tasks.maintenance import cache_stats
 from tasks.market_data import snapshot_option_chains
 
-__all__ = ["ingest_option_chains", "options_stage", "submit_options", "options_summary_markdown",
+__all__ = ["ChainsIngest", "ingest_option_chains", "options_stage", "submit_options", "options_summary_markdown",
            "options_skipped_markdown", "options_capture_text"]
 
 SUMMARY_KEY = "option-chains-summary"
 TABLE_KEY = "option-chains-per-underlying"
 
 
-def submit_options(underlyings: list[str], source: str, db_path: str) -> PrefectFutureList:
+@dataclass(frozen=True)
+class ChainsIngest:
+    """The result of ``ingest_option_chains``: the merged snapshot report, or why it skipped.
+
+    ``report.rows_written`` counts every contract stored; ``new_rows`` how many of them the
+    cache did not hold (a later snapshot of the same trading date replaces the earlier one
+    contract by contract, so re-running a job on one day writes rows without growing the
+    cache); None when unknown. ``day`` is the session the caller worked on, when it has one.
+    """
+
+    status: Literal["completed", "skipped"]
+    db_path: str
+    report: OptionSyncReport | None = None  # None when skipped
+    new_rows: int | None = None
+    day: date | None = None
+    skip_reason: str | None = None
+
+    @property
+    def replaced_rows(self) -> int | None:
+        if self.report is None or self.new_rows is None:
+            return None
+        return self.report.rows_written - self.new_rows
+
+
+def submit_options(underlyings: list[str], source: str, db_path: str) -> PrefectFutureList[OptionSyncReport]:
     """Start one snapshot task per underlying on the flow's task runner; returns the futures."""
     return snapshot_option_chains.map(unmapped(db_path), list(underlyings), unmapped(source))
 
 
 def _option_rows(db_path: str) -> int:
-    return cache_stats(db_path)["options"]["total_rows"]
+    return cache_stats(db_path).options["total_rows"]
 
 
 def options_stage(underlyings: list[str], source: str, db_path: str,
-                  futures: PrefectFutureList | None = None, rows_before: int | None = None,
-                  day: date | None = None) -> dict[str, Any]:
+                  futures: PrefectFutureList[OptionSyncReport] | None = None, rows_before: int | None = None,
+                  day: date | None = None) -> ChainsIngest:
     """Snapshot every underlying (one task each; or wait for ``futures`` from
     :func:`submit_options`, started when the cache held ``rows_before`` option rows) and
-    publish the artifacts. ``day`` is the session the caller works on, when it has one: a
-    snapshot is always today's chain, never ``day``'s, and the summary says so.
-
-    ``rows_written`` counts every contract stored; ``new_rows`` how many of them the cache did
-    not hold (a later snapshot of the same trading date replaces the earlier one contract by
-    contract, so re-running a job on one day writes rows without growing the cache).
+    publish the artifacts. A snapshot is always today's chain, never ``day``'s, and the
+    summary says so.
     """
     if futures is None:
         rows_before = _option_rows(db_path)
         futures = submit_options(underlyings, source, db_path)
-    rows = [f.result() for f in futures]
-    written = sum(r["rows_written"] for r in rows)
+    parts = [f.result() for f in futures]
+    report = OptionSyncReport.merge(parts)
     # Net growth of the table: exact unless another job writes option rows meanwhile.
-    new_rows = None if rows_before is None else min(max(_option_rows(db_path) - rows_before, 0), written)
-    summary = {
-        "status": "completed",
-        "underlyings": [r["underlying"] for r in rows],
-        "rows_written": written,
-        "new_rows": new_rows,
-        "replaced_rows": None if new_rows is None else written - new_rows,
-        "requests_made": sum(r["requests_made"] for r in rows),
-        "rows_per_underlying": {r["underlying"]: r["rows_written"] for r in rows},
-        "trading_dates": {r["underlying"]: r["trading_date"] for r in rows},
-        "day": None if day is None else day.isoformat(),
-        "source": rows[0]["source"] if rows else None,
-        "db_path": db_path,
-    }
-    table = [{k: r[k] for k in ("underlying", "rows_written", "trading_date", "requests_made")} for r in rows]
-    publish_markdown(SUMMARY_KEY, options_summary_markdown(summary, table), "ingest_option_chains summary")
+    new_rows = (None if rows_before is None
+                else min(max(_option_rows(db_path) - rows_before, 0), report.rows_written))
+    result = ChainsIngest("completed", db_path, report, new_rows=new_rows, day=day)
+    table = _table(parts)
+    publish_markdown(SUMMARY_KEY, options_summary_markdown(result, table), "ingest_option_chains summary")
     publish_table(TABLE_KEY, table, "contracts stored per underlying, and the trading date they are filed under")
-    get_run_logger().info("option chains: %s", options_capture_text(summary))
-    return summary
+    get_run_logger().info("option chains: %s", options_capture_text(result))
+    return result
 
 
-def options_capture_text(s: dict[str, Any]) -> str:
+def _table(parts: list[OptionSyncReport]) -> list[dict[str, Any]]:
+    return [{"underlying": u, "rows_written": n, "trading_date": p.trading_dates.get(u),
+             "requests_made": p.requests_made}
+            for p in parts for u, n in p.rows_per_underlying.items()]
+
+
+def options_capture_text(result: ChainsIngest) -> str:
     """One sentence: what was captured, filed under which day, how much of it is new, and
     (for a run about a past ``day``) that day's chain cannot be fetched."""
-    dates = sorted({d for d in s["trading_dates"].values() if d})
+    report = result.report or OptionSyncReport(source="")
+    dates = sorted({d for d in report.trading_dates.values() if d})
     filed = ", ".join(dates) if dates else "no trading date (empty chains)"
     text = (f"captured the latest snapshot (vendors serve only the current chain), "
-            f"{s['rows_written']:,} contract(s) filed under {filed}")
-    if s.get("new_rows") is not None:
-        text += (f": {s['new_rows']:,} new, {s['replaced_rows']:,} replaced an earlier snapshot "
+            f"{report.rows_written:,} contract(s) filed under {filed}")
+    if result.new_rows is not None:
+        text += (f": {result.new_rows:,} new, {result.replaced_rows:,} replaced an earlier snapshot "
                  f"of the same day")
-    day = s.get("day")
-    if day is not None and dates != [day]:
-        text += f"; historical chains for {day} cannot be fetched"
+    if result.day is not None and dates != [result.day.isoformat()]:
+        text += f"; historical chains for {result.day} cannot be fetched"
     return text
 
 
-def options_summary_markdown(s: dict[str, Any], table: list[dict[str, Any]]) -> str:
+def options_summary_markdown(result: ChainsIngest, table: list[dict[str, Any]]) -> str:
     """The ``option-chains-summary`` artifact."""
+    report = result.report or OptionSyncReport(source="")
     return (
-        f"## Option chains\n\n- source: **{s['source']}**, {len(s['underlyings'])} underlying(s)\n"
-        f"- {options_capture_text(s)}\n"
-        f"- requests made: {s['requests_made']}\n"
-        f"- database: {markdown_code(s['db_path'])}\n\n{markdown_table(table)}\n"
+        f"## Option chains\n\n- source: **{report.source}**, {len(report.underlyings)} underlying(s)\n"
+        f"- {options_capture_text(result)}\n"
+        f"- requests made: {report.requests_made}\n"
+        f"- database: {markdown_code(result.db_path)}\n\n{markdown_table(table)}\n"
     )
 
 
@@ -118,7 +135,7 @@ def options_skipped_markdown(reason: str) -> str:
 
 
 @flow(name="ingest_option_chains", task_runner=choose_task_runner())
-def ingest_option_chains(underlyings: list[str], source: str = "auto", db_path: str | None = None) -> dict[str, Any]:
+def ingest_option_chains(underlyings: list[str], source: str = "auto", db_path: str | None = None) -> ChainsIngest:
     """Store one snapshot of each underlying's option chain; skip on weekends and holidays."""
     logger = get_run_logger()
     db = resolve_db_path(db_path)
@@ -126,6 +143,6 @@ def ingest_option_chains(underlyings: list[str], source: str = "auto", db_path: 
     if reason is not None:
         logger.info("%s; option-chain snapshot skipped", reason)
         publish_markdown(SUMMARY_KEY, options_skipped_markdown(reason), "ingest_option_chains summary")
-        return {"status": "skipped", "reason": reason, "rows_written": 0, "requests_made": 0, "db_path": db}
+        return ChainsIngest("skipped", db, skip_reason=reason)
     logger.info("market data source: %s; database %s", describe_source(source), db)
     return options_stage(underlyings, source, db)

@@ -21,7 +21,11 @@ import os
 import sys
 import time
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Prefect is imported only inside main(), after the environment is set
+    from flows.daily_pipeline import PipelineRun
+    from flows.ingest_options import ChainsIngest
 
 #: Set before Prefect is imported, unless the caller's environment says otherwise.
 PREFECT_DEFAULTS = {
@@ -53,51 +57,56 @@ def _money(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
 
 
-def _chains_note(chains: dict[str, Any], day: str) -> str:
+def _chains_note(chains: ChainsIngest, day: date) -> str:
     """Which date the snapshots are filed under and how many rows are new: a snapshot is always
     the current chain, whatever ``day`` the pipeline ran for."""
-    dates = sorted({d for d in chains.get("trading_dates", {}).values() if d})
+    dates = sorted({d for d in chains.report.trading_dates.values() if d}) if chains.report else []
     note = f" filed under {', '.join(dates)}" if dates else ""
-    if chains.get("new_rows") is not None:
-        note += f", {chains['new_rows']:,} new"
-    if dates and dates != [day]:
+    if chains.new_rows is not None:
+        note += f", {chains.new_rows:,} new"
+    if dates and dates != [day.isoformat()]:
         note += f"; the {day} chain cannot be fetched (vendors serve only the current one)"
     return note
 
 
-def format_summary(summary: dict[str, Any], seconds: float) -> str:
+def format_summary(run: PipelineRun, seconds: float) -> str:
     """The few lines a person reads after ``make run``."""
-    if summary["status"] != "completed":
-        return f"{summary['day']}: {summary.get('reason', summary['status'])} - nothing to do."
-    daily, minute, chains = summary["daily_bars"], summary["minute_bars"], summary["option_chains"]
-    replay, stats, after = summary["replay"], summary["trade_stats"], summary["cache_after"]
     from cachelib.market_hours import sessions_in_range
 
-    sessions = (len(sessions_in_range(after["first_day"], after["last_day"]))
-                if after["first_day"] and after["last_day"] else 0)
+    daily = run.daily_bars.report if run.daily_bars else None
+    minute = run.minute_bars.report if run.minute_bars else None
+    chains = run.option_chains
+    if run.status != "completed" or daily is None or minute is None or chains is None or chains.report is None \
+            or run.cache_after is None:
+        return f"{run.day}: {run.skip_reason or run.status} - nothing to do."
+    after, stats, replay = run.cache_after.cache, run.cache_after.trades, run.replay
+    first, last = after["date_range"]["start"], after["date_range"]["end"]
+    sessions = len(sessions_in_range(first, last)) if first and last else 0
     lines = [
-        f"Daily pipeline for {summary['day']} on the {summary['source']} source "
-        f"({len(summary['symbols'])} symbols: {', '.join(summary['symbols'])}) in {seconds:.1f} s",
-        f"  sessions:      {sessions} cached, {after['first_day']} .. {after['last_day']}",
-        f"  daily bars:    {daily['rows_written']:>7,} written ({daily['sessions_fetched']:,} symbol-sessions, "
-        f"{daily['requests_made']} request(s), {daily['rows_rejected']} rejected)",
-        f"  1-minute bars: {minute['rows_written']:>7,} written ({minute['requests_made']} request(s), "
-        f"{minute['rows_rejected']} rejected)",
-        f"  option chains: {chains['rows_written']:>7,} contracts ({len(chains['rows_per_underlying'])} snapshots)"
-        + _chains_note(chains, summary["day"]),
+        f"Daily pipeline for {run.day} on the {run.source} source "
+        f"({len(run.symbols)} symbols: {', '.join(run.symbols)}) in {seconds:.1f} s",
+        f"  sessions:      {sessions} cached, {first} .. {last}",
+        f"  daily bars:    {daily.rows_written:>7,} written ({daily.sessions_fetched:,} symbol-sessions, "
+        f"{daily.requests_made} request(s), {daily.rows_rejected} rejected)",
+        f"  1-minute bars: {minute.rows_written:>7,} written ({minute.requests_made} request(s), "
+        f"{minute.rows_rejected} rejected)",
+        f"  option chains: {chains.report.rows_written:>7,} contracts ({len(chains.report.rows_per_underlying)} "
+        f"snapshots)" + _chains_note(chains, run.day),
     ]
     if replay is None:
         lines.append("  replay:        skipped - the session has not closed yet")
     else:
-        lines.append(f"  replay:        {replay['trades']} trade(s) in {replay['sessions_replayed']} session(s), "
-                     f"P&L {_money(replay['total_pnl'])}")
+        lines.append(f"  replay:        {replay.trades} trade(s) in {replay.sessions_replayed} session(s), "
+                     f"P&L {_money(replay.total_pnl)}")
+    profit_factor = stats["profit_factor"]
     lines += [
         f"  all trades:    {stats['total_trades']} closed, win rate {stats['win_rate_pct']:.1f} %, "
         f"P&L {_money(stats['total_pnl'])}, avg {_money(stats['avg_pnl'])}, "
-        f"profit factor {stats['profit_factor'] if stats['profit_factor'] is not None else 'n/a'}",
-        f"  cache now:     {after['bars']:,} bars of {after['symbols']} symbols, {after['option_rows']:,} option rows, "
-        f"{after['trades']} trades, {after['db_size_bytes'] / 1_048_576:.1f} MB",
-        f"  database:      {summary['db_path']}",
+        f"profit factor {profit_factor if profit_factor is not None else 'n/a'}",
+        f"  cache now:     {after['total_entries']:,} bars of {after['unique_symbols']} symbols, "
+        f"{run.cache_after.options['total_rows']:,} option rows, "
+        f"{after['trade_entries']} trades, {after['db_size_bytes'] / 1_048_576:.1f} MB",
+        f"  database:      {run.db_path}",
     ]
     return "\n".join(lines)
 
@@ -107,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     _prepare_environment()
     t0 = time.perf_counter()
 
+    from cachelib.market_hours import latest_finished_session
     from cachelib.sources import alpaca_keys_configured
     from flows import _common
     from flows.daily_pipeline import daily_pipeline
 
-    day = args.day or _common.latest_finished_session(_common.now())
+    day = args.day or latest_finished_session(_common.now())
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     source = "Alpaca" if alpaca_keys_configured() else "the offline demo source (no Alpaca keys set)"
     server = os.environ.get("PREFECT_API_URL") or "a temporary local Prefect server"

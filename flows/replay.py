@@ -9,123 +9,97 @@ minute bars are ingested first (gap-aware), which makes the flow a one-step back
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
-from cachelib.market_hours import sessions_in_range
+from cachelib.market_hours import is_session_finished, latest_finished_session, sessions_in_range
+from cachelib.replay import ReplaySummary
+from cachelib.sources import describe_source
 from flows import _common
-from flows._common import (
-    choose_task_runner,
-    describe_source,
-    latest_finished_session,
-    markdown_table,
-    publish_markdown,
-    publish_table,
-    resolve_db_path,
-    session_finished,
-)
+from flows._common import choose_task_runner, markdown_table, publish_markdown, publish_table, resolve_db_path
 from flows.ingest_bars import ingest_stage
 from tasks.maintenance import cache_stats
 from tasks.replay import replay_session
 
-__all__ = ["replay_days", "replay_stage", "replay_summary_markdown"]
+__all__ = ["replay_days", "replay_stage", "replay_summary_markdown", "per_symbol_rows"]
 
 REPLAY_TIMEFRAME = "1Min"
-
-
-def replay_stage(
-    symbols: list[str], start: date, end: date, strategy: str, db_path: str, clock: datetime
-) -> dict[str, Any]:
-    """Replay every finished session in ``[start, end]`` for each symbol; publish the artifacts."""
-    logger = get_run_logger()
-    sessions = sessions_in_range(start, end)
-    days = [d for d in sessions if session_finished(d, clock)]
-    if len(days) < len(sessions):
-        logger.info("session(s) %s not finished yet: not replayed",
-                    ", ".join(d.isoformat() for d in sessions if d not in days))
-    jobs = [(sym.upper(), d.isoformat()) for d in days for sym in symbols]
-    futures = replay_session.map(unmapped(db_path), [s for s, _ in jobs], [d for _, d in jobs],
-                                 unmapped(strategy), unmapped(REPLAY_TIMEFRAME))
-    results = [f.result() for f in futures]
-
-    per_symbol: dict[str, dict[str, Any]] = {
-        sym.upper(): {"symbol": sym.upper(), "sessions": 0, "bars": 0, "trades": 0, "winning_trades": 0,
-                      "total_pnl": 0.0}
-        for sym in symbols
-    }
-    missing = []
-    for r in results:
-        if r["missing"]:
-            missing.append({"symbol": r["symbol"], "day": r["day"]})
-            continue
-        acc = per_symbol[r["symbol"]]
-        acc["sessions"] += 1
-        for k in ("bars", "trades", "winning_trades", "total_pnl"):
-            acc[k] += r[k]
-    stats = cache_stats(db_path, strategy)["trades"]
-    rows = list(per_symbol.values())
-    summary = {
-        "status": "completed",
-        "strategy": strategy,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "sessions": len(days),
-        "sessions_replayed": len(results) - len(missing),
-        "bars": sum(r["bars"] for r in rows),
-        "trades": sum(r["trades"] for r in rows),
-        "winning_trades": sum(r["winning_trades"] for r in rows),
-        "total_pnl": round(sum(r["total_pnl"] for r in rows), 6),
-        "per_symbol": {r["symbol"]: r for r in rows},
-        "missing": missing,
-        "unfinished_sessions": [d.isoformat() for d in sessions if d not in days],
-        "trade_stats": stats,
-        "db_path": db_path,
-    }
-    if missing:
-        logger.warning("%d (symbol, session) pair(s) had no cached %s bars and were not replayed",
-                       len(missing), REPLAY_TIMEFRAME)
-    _publish(summary, rows)
-    logger.info("replayed %d session(s): %d trade(s), P&L %.2f", summary["sessions_replayed"],
-                summary["trades"], summary["total_pnl"])
-    return summary
-
-
 #: At most this many missing (symbol, session) pairs are listed in the summary artifact.
 MISSING_LISTED = 50
 
 
-def replay_summary_markdown(s: dict[str, Any], rows: list[dict[str, Any]], stats: list[dict[str, Any]]) -> str:
+def replay_stage(
+    symbols: list[str], start: date, end: date, strategy: str, db_path: str, clock: datetime
+) -> ReplaySummary:
+    """Replay every finished session in ``[start, end]`` for each symbol; publish the artifacts."""
+    logger = get_run_logger()
+    sessions = sessions_in_range(start, end)
+    days = [d for d in sessions if is_session_finished(d, clock)]
+    unfinished = [d for d in sessions if d not in days]
+    if unfinished:
+        logger.info("session(s) %s not finished yet: not replayed", ", ".join(d.isoformat() for d in unfinished))
+    names = [s.upper() for s in symbols]
+    jobs = [(sym, d.isoformat()) for d in days for sym in names]
+    futures = replay_session.map(unmapped(db_path), [s for s, _ in jobs], [d for _, d in jobs],
+                                 unmapped(strategy), unmapped(REPLAY_TIMEFRAME))
+    parts = [f.result() for f in futures]
+    stats = dict(cache_stats(db_path, strategy).trades)
+    summary = (ReplaySummary.merge(parts, stats=stats) if parts
+               else ReplaySummary.empty(strategy, names, start, end, stats))
+    if summary.missing:
+        logger.warning("%d (symbol, session) pair(s) had no cached %s bars and were not replayed",
+                       len(summary.missing), REPLAY_TIMEFRAME)
+    rows = per_symbol_rows(parts)
+    _publish(summary, rows, unfinished)
+    logger.info("replayed %d session(s): %d trade(s), P&L %.2f", summary.sessions_replayed,
+                summary.trades, summary.total_pnl)
+    return summary
+
+
+def per_symbol_rows(parts: Sequence[ReplaySummary]) -> list[dict[str, Any]]:
+    """One table row per symbol: sessions replayed, bars, trades, winners and P&L."""
+    rows = []
+    for symbol in dict.fromkeys(s for p in parts for s in p.symbols):
+        s = ReplaySummary.merge([p for p in parts if symbol in p.symbols])
+        rows.append({"symbol": symbol, "sessions": s.sessions_replayed, "bars": s.bars, "trades": s.trades,
+                     "winning_trades": s.winning_trades, "total_pnl": round(s.total_pnl, 6)})
+    return rows
+
+
+def replay_summary_markdown(s: ReplaySummary, rows: list[dict[str, Any]], stats: list[dict[str, Any]],
+                            unfinished: Sequence[date] = ()) -> str:
     """The ``replay-summary`` artifact: counts in a list, then each table as its own block
     (a table inside a list item renders as raw ``| symbol | day |`` text)."""
-    missing = s["missing"]
+    missing = [{"symbol": sym, "day": day.isoformat()} for sym, day in s.missing]
     lines = [
-        f"## Replay {s['strategy']} {s['start']} .. {s['end']}",
+        f"## Replay {s.strategy} {s.start} .. {s.end}",
         "",
-        f"- sessions: {s['sessions']}, (symbol, session) pairs replayed: **{s['sessions_replayed']}**, "
-        f"bars: {s['bars']}",
-        f"- trades: **{s['trades']}** ({s['winning_trades']} winning), P&L of this replay: "
-        f"**{s['total_pnl']:.2f}**",
+        f"- sessions: {s.sessions}, (symbol, session) pairs replayed: **{s.sessions_replayed}**, "
+        f"bars: {s.bars}",
+        f"- trades: **{s.trades}** ({s.winning_trades} winning), P&L of this replay: "
+        f"**{s.total_pnl:.2f}**",
         f"- not replayed for lack of {REPLAY_TIMEFRAME} bars: "
         + (f"**{len(missing)}** (symbol, session) pair(s), listed below" if missing else "none"),
     ]
-    if s.get("unfinished_sessions"):
-        lines.append(f"- not finished yet, not replayed: {', '.join(s['unfinished_sessions'])}")
+    if unfinished:
+        lines.append(f"- not finished yet, not replayed: {', '.join(d.isoformat() for d in unfinished)}")
     lines += ["", "### Per symbol", "", markdown_table(rows), ""]
     if missing:
         lines += [f"### Not replayed for lack of {REPLAY_TIMEFRAME} bars", "", markdown_table(missing[:MISSING_LISTED]), ""]
         if len(missing) > MISSING_LISTED:
             lines += [f"... and {len(missing) - MISSING_LISTED} more (the flow run's result lists them all).", ""]
-    lines += [f"### All archived trades of {s['strategy']}", "", markdown_table(stats), ""]
+    lines += [f"### All archived trades of {s.strategy}", "", markdown_table(stats), ""]
     return "\n".join(lines)
 
 
-def _publish(s: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    stats = [{"metric": k, "value": v} for k, v in s["trade_stats"].items()]
-    publish_markdown("replay-summary", replay_summary_markdown(s, rows, stats), "replay_days summary")
+def _publish(s: ReplaySummary, rows: list[dict[str, Any]], unfinished: Sequence[date]) -> None:
+    stats = [{"metric": k, "value": v} for k, v in s.stats.items()]
+    publish_markdown("replay-summary", replay_summary_markdown(s, rows, stats, unfinished), "replay_days summary")
     publish_table("replay-trades-per-symbol", rows, "sessions, bars, trades and P&L per symbol of this replay")
-    publish_table("replay-trade-stats", stats, f"closed-trade statistics of every archived {s['strategy']} trade")
+    publish_table("replay-trade-stats", stats, f"closed-trade statistics of every archived {s.strategy} trade")
 
 
 @flow(name="replay_days", task_runner=choose_task_runner())
@@ -136,21 +110,22 @@ def replay_days(
     strategy: str = "sma_crossover",
     db_path: str | None = None,
     source: str | None = None,
-) -> dict[str, Any]:
+) -> ReplaySummary:
     """Replay each finished session of ``[start, end]`` for ``symbols`` and archive the trades.
 
     ``start``/``end`` default to the latest finished session (one of them alone means that
     day). With ``source`` (``auto``, ``alpaca`` or ``demo``) the minute bars the cache lacks are
-    ingested first; without it only cached sessions are replayed and the rest are listed as
-    missing.
+    ingested first; without it only cached sessions are replayed and the rest are listed in
+    ``missing``.
     """
     logger = get_run_logger()
     clock = _common.now()
     db = resolve_db_path(db_path)
     if start is None and end is None:
         start = end = latest_finished_session(clock)
-    start, end = start or end, end or start
+    first, last = start or end, end or start
+    assert first is not None and last is not None
     if source is not None:
         logger.info("market data source: %s", describe_source(source))
-        ingest_stage(symbols, REPLAY_TIMEFRAME, start, end, source, db, clock)
-    return replay_stage(symbols, start, end, strategy, db, clock)
+        ingest_stage(symbols, REPLAY_TIMEFRAME, first, last, source, db, clock)
+    return replay_stage(symbols, first, last, strategy, db, clock)

@@ -5,7 +5,8 @@
 * :mod:`tasks.maintenance` - ``cleanup_expired``, ``vacuum_cache``, ``cache_stats``.
 * :mod:`tasks.replay` - ``replay_session``.
 
-Tasks take database paths and plain values (str symbols, ISO dates) and return plain dicts.
+Tasks take database paths and plain values (str symbols, ISO dates) and return typed results
+(``SyncReport``, ``OptionSyncReport``, ``ReplaySummary``, ``CacheSnapshot``).
 """
 
 from tasks.maintenance import cache_stats, cleanup_expired, vacuum_cache

@@ -28,16 +28,19 @@ request until :meth:`AlpacaStub.clear_faults`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import json
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -89,29 +92,29 @@ class Fault:
     drip_body_only: bool = False
 
     @classmethod
-    def http(cls, status: int, retry_after: float | str | None = None, body: Any = None) -> "Fault":
+    def http(cls, status: int, retry_after: float | str | None = None, body: Any = None) -> Fault:
         text = body if body is None or isinstance(body, str) else json.dumps(body)
         return cls(status=status, retry_after=retry_after, body=text)
 
     @classmethod
-    def truncated(cls) -> "Fault":
+    def truncated(cls) -> Fault:
         return cls(status=None, truncate=True)
 
     @classmethod
-    def dropped(cls) -> "Fault":
+    def dropped(cls) -> Fault:
         return cls(status=None, drop=True)
 
     @classmethod
-    def slow(cls, seconds: float, status: int | None = None) -> "Fault":
+    def slow(cls, seconds: float, status: int | None = None) -> Fault:
         return cls(status=status, delay=seconds)
 
     @classmethod
-    def dripping(cls, every: float = 0.5, body_only: bool = False, status: int | None = None) -> "Fault":
+    def dripping(cls, every: float = 0.5, body_only: bool = False, status: int | None = None) -> Fault:
         """Answer normally (or with ``status``), but one byte every ``every`` seconds."""
         return cls(status=status, drip=every, drip_body_only=body_only)
 
     @classmethod
-    def json_body(cls, payload: Any, status: int = 200) -> "Fault":
+    def json_body(cls, payload: Any, status: int = 200) -> Fault:
         """Answer ``status`` with this JSON instead of the real answer (e.g. a wrong shape)."""
         return cls(status=status, body=json.dumps(payload))
 
@@ -277,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AlpacaStub/1.0"
     disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms delayed ACKs
-    stub: "AlpacaStub"
+    stub: AlpacaStub
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr
         pass
@@ -300,10 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if close:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
 
@@ -339,6 +340,8 @@ class AlpacaStub:
 
     ``repeat_page_token``: when set, every paginated answer (bars, option chain) serves its first
     page with this ``next_page_token``, whatever token the client sent (a broken pager).
+    ``endless_empty_pages``: when true, every paginated answer holds no data and a new
+    ``next_page_token`` each time (a pager that never repeats itself and never ends).
     """
 
     def __init__(
@@ -351,6 +354,8 @@ class AlpacaStub:
         self.page_size = page_size
         self.option_page_size = option_page_size
         self.repeat_page_token: str | None = None
+        self.endless_empty_pages = False
+        self._empty_pages_served = 0
         # When set, requests whose APCA-API-KEY-ID/SECRET headers differ get a 401.
         self.api_key = api_key
         self.secret_key = secret_key
@@ -368,7 +373,7 @@ class AlpacaStub:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> "AlpacaStub":
+    def start(self) -> AlpacaStub:
         handler = type("AlpacaStubHandler", (_Handler,), {"stub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -388,7 +393,7 @@ class AlpacaStub:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "AlpacaStub":
+    def __enter__(self) -> AlpacaStub:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -497,9 +502,8 @@ class AlpacaStub:
             self._requests.append(record)
 
         fault = self._next_fault(path)
-        if fault is not None and fault.delay:
-            if self._stop.wait(fault.delay):
-                return
+        if fault is not None and fault.delay and self._stop.wait(fault.delay):
+            return
 
         if self.api_key is not None and (
             record.headers.get("apca-api-key-id") != self.api_key
@@ -578,6 +582,8 @@ class AlpacaStub:
             if descending:
                 series.reverse()
             rows.extend((sym, bar) for bar in series)
+        if self.endless_empty_pages:
+            return {"bars": {}, "next_page_token": self._fresh_token()}
         page, token = self._page(rows, params, default_limit=1000, max_limit=10_000, size=self.page_size,
                                  repeat=self.repeat_page_token)
         bars: dict[str, list] = {}
@@ -612,9 +618,16 @@ class AlpacaStub:
             if root and root.upper() != c_root:
                 continue
             rows.append((contract, chain[contract]))
+        if self.endless_empty_pages:
+            return {"snapshots": {}, "next_page_token": self._fresh_token()}
         page, token = self._page(rows, params, default_limit=100, max_limit=1000, size=self.option_page_size,
                                  repeat=self.repeat_page_token)
         return {"snapshots": dict(page), "next_page_token": token}
+
+    def _fresh_token(self) -> str:
+        with self._lock:
+            self._empty_pages_served += 1
+            return f"empty-{self._empty_pages_served}"
 
     @staticmethod
     def _page(rows: list, params: dict[str, str], default_limit: int, max_limit: int,

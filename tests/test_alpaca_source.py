@@ -11,26 +11,6 @@ from datetime import date, datetime, timezone
 
 import pandas as pd
 import pytest
-
-from cachelib.bars import BAR_COLUMNS, NY, OPTION_COLUMNS
-from cachelib.sources import (
-    SUPPORTED_TIMEFRAMES,
-    AlpacaSource,
-    AuthenticationError,
-    MalformedResponseError,
-    MarketDataSource,
-    RateLimitError,
-    RateLimiter,
-    SourceError,
-    SourceUnavailableError,
-    UnsupportedTimeframe,
-    check_timeframe,
-    empty_bars_frame,
-    empty_option_chain,
-    get_source,
-    request_window,
-)
-
 from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
     TEST_KEY,
     TEST_SECRET,
@@ -43,6 +23,25 @@ from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
     make_minute_bars,
     make_option_snapshot,
     no_ambient_keys_fixture,
+)
+
+from cachelib.bars import BAR_COLUMNS, NY, OPTION_COLUMNS
+from cachelib.sources import (
+    SUPPORTED_TIMEFRAMES,
+    AlpacaSource,
+    AuthenticationError,
+    MalformedResponseError,
+    MarketDataSource,
+    RateLimiter,
+    RateLimitError,
+    SourceError,
+    SourceUnavailableError,
+    UnsupportedTimeframe,
+    check_timeframe,
+    empty_bars_frame,
+    empty_option_chain,
+    get_source,
+    request_window,
 )
 
 alpaca_stub = alpaca_stub_fixture()

@@ -18,10 +18,18 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from cachelib.maintenance import StatRow
+from cachelib.replay import ReplaySummary
+from cachelib.sync import OptionSyncReport, SyncReport
 from flows._common import markdown_cell, markdown_code, markdown_table
-from flows.daily_pipeline import pipeline_skipped_markdown, pipeline_summary_markdown
+from flows.daily_pipeline import PipelineRun, pipeline_skipped_markdown, pipeline_summary_markdown
 from flows.ingest_bars import bars_skipped_markdown, bars_summary_markdown
-from flows.ingest_options import options_capture_text, options_skipped_markdown, options_summary_markdown
+from flows.ingest_options import (
+    ChainsIngest,
+    options_capture_text,
+    options_skipped_markdown,
+    options_summary_markdown,
+)
 from flows.maintenance import maintenance_summary_markdown
 from flows.replay import replay_summary_markdown
 
@@ -94,12 +102,13 @@ PER_SYMBOL = ["symbol", "sessions", "bars", "trades", "winning_trades", "total_p
 STATS = ["metric", "value"]
 
 
-def replay_summary(missing: list[dict[str, str]], unfinished: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "strategy": "sma_crossover", "start": "2024-03-11", "end": "2024-03-15", "sessions": 5,
-        "sessions_replayed": 10 - len(missing), "bars": 3510, "trades": 7, "winning_trades": 3,
-        "total_pnl": -12.5, "missing": missing, "unfinished_sessions": unfinished or [],
-    }
+def replay_summary(missing: list[tuple[str, str]]) -> ReplaySummary:
+    return ReplaySummary(
+        strategy="sma_crossover", symbols=("AAPL", "MSFT"), start=date(2024, 3, 11), end=date(2024, 3, 15),
+        sessions=5, sessions_replayed=10 - len(missing), bars=3510, trades=7, winning_trades=3, total_pnl=-12.5,
+        trades_by_symbol={"AAPL": 4, "MSFT": 3}, missing=tuple((s, date.fromisoformat(d)) for s, d in missing),
+        stats={}, elapsed_seconds=1.0,
+    )
 
 
 ROWS = [
@@ -110,7 +119,7 @@ TRADE_STATS = [{"metric": "total_trades", "value": 7}, {"metric": "profit_factor
 
 
 def test_replay_summary_with_sessions_lacking_bars_has_the_missing_table_as_a_table():
-    missing = [{"symbol": "MSFT", "day": "2024-03-14"}]
+    missing = [("MSFT", "2024-03-14")]
     text = replay_summary_markdown(replay_summary(missing), ROWS, TRADE_STATS)
     assert headers(text) == [PER_SYMBOL, ["symbol", "day"], STATS]
     assert parse(text)["tables"][1]["rows"] == [["MSFT", "2024-03-14"]]
@@ -119,14 +128,14 @@ def test_replay_summary_with_sessions_lacking_bars_has_the_missing_table_as_a_ta
 
 
 def test_replay_summary_without_missing_sessions():
-    text = replay_summary_markdown(replay_summary([], unfinished=["2024-03-15"]), ROWS, TRADE_STATS)
+    text = replay_summary_markdown(replay_summary([]), ROWS, TRADE_STATS, unfinished=[date(2024, 3, 15)])
     assert headers(text) == [PER_SYMBOL, STATS]
     assert "not replayed for lack of 1Min bars: none" in text
     assert "not finished yet, not replayed: 2024-03-15" in text
 
 
 def test_replay_summary_lists_at_most_50_missing_pairs():
-    missing = [{"symbol": f"S{i:02d}", "day": "2024-03-14"} for i in range(60)]
+    missing = [(f"S{i:02d}", "2024-03-14") for i in range(60)]
     text = replay_summary_markdown(replay_summary(missing), ROWS, TRADE_STATS)
     assert headers(text) == [PER_SYMBOL, ["symbol", "day"], STATS]
     assert len(parse(text)["tables"][1]["rows"]) == 50
@@ -142,19 +151,19 @@ def test_replay_summary_with_nothing_to_show():
 # -- ingest-bars-<tf>-summary --------------------------------------------------------------------
 
 
-def bars_summary(per_symbol: dict[str, dict[str, int]], reasons: dict[str, int]) -> dict[str, Any]:
-    return {
-        "timeframe": "1Day", "start": "2024-01-02", "end": "2024-12-31", "source": "alpaca",
-        "symbols": list(per_symbol), "chunks": 1, "sessions_fetched": 250, "sessions_requested": 252,
-        "requests_made": 1, "rows_fetched": 500, "rows_written": 498, "rows_rejected": sum(reasons.values()),
-        "db_path": "/tmp/cache.db", "per_symbol": per_symbol, "rejection_reasons": reasons,
-    }
+def bars_summary(per_symbol: dict[str, Any], reasons: dict[str, int]) -> str:
+    report = SyncReport(
+        "alpaca", "1Day", list(per_symbol), date(2024, 1, 2), date(2024, 12, 31), sessions_fetched=250,
+        sessions_requested=252, requests_made=1, rows_fetched=500, rows_written=498,
+        rows_rejected=sum(reasons.values()), per_symbol=per_symbol, rejection_counts=reasons,
+    )
+    return bars_summary_markdown(report, chunks=1, db_path="/tmp/cache.db")
 
 
 def test_ingest_bars_summary_with_rejections_holding_pipes():
     per_symbol = {"SPY": {"sessions_fetched": 250, "rows_fetched": 250, "rows_written": 248, "rows_rejected": 2}}
     reasons = {"bar field 'o' holds non-numbers, e.g. 'a|b'": 1, "high below max(open, close)": 1}
-    text = bars_summary_markdown(bars_summary(per_symbol, reasons))
+    text = bars_summary(per_symbol, reasons)
     assert headers(text) == [["symbol", "sessions_fetched", "rows_fetched", "rows_written", "rows_rejected"],
                              ["reason", "rows"]]
     assert parse(text)["tables"][1]["rows"] == [["bar field 'o' holds non-numbers, e.g. 'a|b'", "1"],
@@ -162,7 +171,7 @@ def test_ingest_bars_summary_with_rejections_holding_pipes():
 
 
 def test_ingest_bars_summary_empty_and_skipped():
-    text = bars_summary_markdown(bars_summary({}, {}))
+    text = bars_summary({}, {})
     assert headers(text) == []
     assert text.count("_(none)_") == 2
     skipped = bars_skipped_markdown("1Min", "Market closed (Holiday)")
@@ -175,12 +184,11 @@ def test_ingest_bars_summary_empty_and_skipped():
 OPTION_TABLE = ["underlying", "rows_written", "trading_date", "requests_made"]
 
 
-def options_summary(day: str | None, new: int | None) -> dict[str, Any]:
-    return {
-        "source": "demo", "underlyings": ["AAPL", "SPY"], "rows_written": 1536, "new_rows": new,
-        "replaced_rows": None if new is None else 1536 - new, "requests_made": 2,
-        "trading_dates": {"AAPL": "2026-11-27", "SPY": "2026-11-27"}, "day": day, "db_path": "/tmp/c.db",
-    }
+def options_summary(day: str | None, new: int | None, underlyings: tuple[str, ...] = ("AAPL", "SPY")) -> ChainsIngest:
+    report = OptionSyncReport("demo", dict.fromkeys(underlyings, 768), dict.fromkeys(underlyings, "2026-11-27"),
+                              requests_made=len(underlyings))
+    return ChainsIngest("completed", "/tmp/c.db", report, new_rows=new,
+                        day=None if day is None else date.fromisoformat(day))
 
 
 TABLE_ROWS = [{"underlying": "AAPL", "rows_written": 768, "trading_date": "2026-11-27", "requests_made": 1},
@@ -205,7 +213,7 @@ def test_option_summary_of_todays_run_and_of_a_skip():
         "under 2026-11-27: 1,536 new, 0 replaced an earlier snapshot of the same day"
     )
     assert headers(options_summary_markdown(options_summary(None, None), TABLE_ROWS)) == [OPTION_TABLE]
-    assert headers(options_summary_markdown(dict(options_summary(None, None), underlyings=[]), [])) == []
+    assert headers(options_summary_markdown(options_summary(None, None, underlyings=()), [])) == []
     assert headers(options_skipped_markdown("Market closed (Weekend)")) == []
 
 
@@ -214,21 +222,24 @@ def test_option_summary_of_todays_run_and_of_a_skip():
 STAGES = [{"stage": "daily bars", "requests": 1, "rows_written": 250, "rows_rejected": 0},
           {"stage": "1-minute bars", "requests": 1, "rows_written": 390, "rows_rejected": 0},
           {"stage": "option chains", "requests": 2, "rows_written": 1536, "rows_rejected": 0}]
-CACHE_STATS = [{"metric": "option contracts", "before": 1536, "after": 1536, "change": 0}]
+CACHE_STATS: list[StatRow] = [{"metric": "option contracts", "before": 1536, "after": 1536, "change": 0}]
 
 
-def pipeline_summary(replay: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "day": "2026-11-20", "source": "demo", "symbols": ["AAPL", "SPY"], "db_path": "/tmp/c.db",
-        "option_chains": options_summary("2026-11-20", 0), "replay": replay,
-        "trade_stats": {"total_trades": 7, "win_rate_pct": 42.857, "total_pnl": -12.5, "profit_factor": 0.4},
-    }
+def pipeline_summary(replay: ReplaySummary | None) -> PipelineRun:
+    return PipelineRun("completed", date(2026, 11, 20), symbols=["AAPL", "SPY"], db_path="/tmp/c.db",
+                       option_chains=options_summary("2026-11-20", 0), replay=replay)
+
+
+def _replay(replayed: int, missing: tuple[tuple[str, date], ...]) -> ReplaySummary:
+    return ReplaySummary("sma_crossover", ("AAPL", "SPY"), date(2026, 11, 20), date(2026, 11, 20), sessions=1,
+                         sessions_replayed=replayed, bars=390 * replayed, trades=2, winning_trades=1, total_pnl=1.5,
+                         trades_by_symbol={"AAPL": 2, "SPY": 0}, missing=missing, stats={}, elapsed_seconds=0.1)
 
 
 @pytest.mark.parametrize("replay", [
     None,
-    {"sessions_replayed": 1, "bars": 390, "trades": 2, "total_pnl": 1.5, "missing": [{"symbol": "SPY", "day": "x"}]},
-    {"sessions_replayed": 2, "bars": 780, "trades": 2, "total_pnl": 1.5, "missing": []},
+    _replay(1, (("SPY", date(2026, 11, 20)),)),
+    _replay(2, ()),
 ], ids=["not-closed", "missing-bars", "complete"])
 def test_daily_pipeline_summary(replay):
     text = pipeline_summary_markdown(pipeline_summary(replay), STAGES, CACHE_STATS)
@@ -249,10 +260,9 @@ def test_daily_pipeline_skipped_and_maintenance():
 def test_make_run_summary_line_says_where_the_chains_are_filed():
     from flows.main import _chains_note
 
-    chains = {"trading_dates": {"AAPL": "2026-11-27", "SPY": "2026-11-27"}, "new_rows": 0}
-    assert _chains_note(chains, "2026-11-20") == (
+    assert _chains_note(options_summary(None, 0), date(2026, 11, 20)) == (
         " filed under 2026-11-27, 0 new; the 2026-11-20 chain cannot be fetched (vendors serve only the current one)")
-    assert _chains_note(dict(chains, new_rows=1536), "2026-11-27") == " filed under 2026-11-27, 1,536 new"
+    assert _chains_note(options_summary(None, 1536), date(2026, 11, 27)) == " filed under 2026-11-27, 1,536 new"
 
 
 # -- end to end: a backfill of past days on a real Prefect API -----------------------------------
@@ -267,14 +277,14 @@ def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    import tasks.market_data as md
+    import cachelib.sources as sources
     from cachelib.demo import DemoSource
     from flows import _common
     from flows.daily_pipeline import daily_pipeline
 
     monkeypatch.setattr(_common, "now", lambda: WED_AFTER_CLOSE)
     # The demo source's quotes as of the same "today" (its clock is a constructor argument).
-    monkeypatch.setattr(md, "get_source", lambda name, **kw: DemoSource(now=WED_AFTER_CLOSE))
+    monkeypatch.setattr(sources, "get_source", lambda name, **kw: DemoSource(now=WED_AFTER_CLOSE))
     db = tmp_path / "cache.db"
 
     first = daily_pipeline(day=date(2025, 11, 20), symbols=["AAPL"], source="demo", db_path=str(db))
@@ -282,16 +292,16 @@ def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect
         contracts = conn.execute("SELECT COUNT(*) FROM raw_options_chain").fetchone()[0]
         filed = conn.execute("SELECT DISTINCT trading_date FROM raw_options_chain").fetchall()
     assert contracts > 0 and [str(d) for (d,) in filed] == ["2025-11-26"]
-    assert (first["option_chains"]["new_rows"], first["option_chains"]["replaced_rows"]) == (contracts, 0)
+    assert (first.option_chains.new_rows, first.option_chains.replaced_rows) == (contracts, 0)
 
     state = daily_pipeline(day=date(2025, 11, 21), symbols=["AAPL"], source="demo", db_path=str(db),
                            return_state=True)
     second = state.result()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM raw_options_chain").fetchone()[0] == contracts
-    chains = second["option_chains"]
-    assert (chains["rows_written"], chains["new_rows"], chains["replaced_rows"]) == (contracts, 0, contracts)
-    assert second["cache_before"]["option_rows"] == second["cache_after"]["option_rows"] == contracts
+    chains = second.option_chains
+    assert (chains.report.rows_written, chains.new_rows, chains.replaced_rows) == (contracts, 0, contracts)
+    assert second.cache_before.options["total_rows"] == second.cache_after.options["total_rows"] == contracts
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(

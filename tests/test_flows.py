@@ -70,17 +70,17 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def source_calls(monkeypatch):
-    """Count every market-data source the tasks build."""
-    import tasks.market_data as md
+    """Count every market-data source the tasks build (through ``cachelib.sources.open_source``)."""
+    import cachelib.sources as sources
 
     calls: list[str] = []
-    real = md.get_source
+    real = sources.get_source
 
     def spy(name, **kwargs):
         calls.append(name)
         return real(name, **kwargs)
 
-    monkeypatch.setattr(md, "get_source", spy)
+    monkeypatch.setattr(sources, "get_source", spy)
     return calls
 
 
@@ -125,11 +125,10 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
 
     assert state.is_completed()
     # 2023-12: 20 sessions; 2024-01: 21 sessions -> 41 sessions x 2 symbols, one request per year.
-    assert summary["chunks"] == 2
-    assert summary["requests_made"] == 2
-    assert summary["rows_written"] == 82
-    assert summary["rows_rejected"] == 0
-    assert summary["per_symbol"]["AAPL"]["rows_written"] == 41
+    assert summary.chunks == 2
+    report = summary.report
+    assert (report.requests_made, report.rows_written, report.rows_rejected) == (2, 82, 0)
+    assert report.per_symbol["AAPL"]["rows_written"] == 41
     with TradingCacheManager(db) as cache:
         assert len(cache.get("MSFT", "2023-12-01", "2024-01-31", source="demo")) == 41
 
@@ -143,7 +142,7 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
 
     again, second = run(ingest_bars, **params)
     assert again.is_completed()
-    assert (second["requests_made"], second["rows_written"]) == (0, 0)
+    assert (second.report.requests_made, second.report.rows_written) == (0, 0)
 
 
 def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_path):
@@ -153,9 +152,9 @@ def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_
     state, summary = run(ingest_bars, symbols=["SPY"], timeframe="1Min", start=date(2024, 3, 27),
                          end=date(2024, 4, 2), source="demo", db_path=str(db))
     assert state.is_completed()
-    assert summary["chunks"] == 2  # Q1 and Q2
+    assert summary.chunks == 2  # Q1 and Q2
     # 03-27, 03-28, 04-01, 04-02 (03-29 Good Friday closed): 4 x 390 regular-session minutes.
-    assert summary["rows_written"] == 1560
+    assert summary.report.rows_written == 1560
     assert count_rows(db, "bars") == 1560
 
 
@@ -169,55 +168,16 @@ def test_ingest_bars_default_window_skips_weekends_and_takes_the_finished_sessio
     clock(SATURDAY)
     state, summary = run(ingest_bars, symbols=["AAPL"], source="demo", db_path=str(db))
     assert state.is_completed()
-    assert summary["status"] == "skipped"
-    assert summary["reason"] == "Market closed (Weekend)"
+    assert (summary.status, summary.skip_reason, summary.report) == ("skipped", "Market closed (Weekend)", None)
     assert "Market closed (Weekend)" in run_logs.text
     assert source_calls == [] and not db.exists()
 
     clock(WED_AFTER_CLOSE)  # 17:00 ET: today's session has closed and settled
     state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], source="demo", db_path=str(db))
-    assert (summary["start"], summary["end"]) == ("2025-11-26", "2025-11-26")
-    assert summary["rows_written"] == 2
+    assert (summary.report.start, summary.report.end) == (date(2025, 11, 26), date(2025, 11, 26))
+    assert summary.report.rows_written == 2
     with TradingCacheManager(db) as cache:
         assert list(cache.get("AAPL", "2025-11-01", "2025-11-30").index.date) == [date(2025, 11, 26)]
-
-
-@pytest.mark.parametrize(
-    ("instant", "timeframe", "expected"),
-    [
-        (WED_NOON, "1Day", (date(2025, 11, 25), date(2025, 11, 25))),  # today not closed yet
-        (WED_AFTER_CLOSE, "1Day", (date(2025, 11, 26), date(2025, 11, 26))),
-        (WED_NOON, "1Min", (date(2025, 11, 26), date(2025, 11, 26))),
-        (datetime(2025, 11, 26, 21, 20, tzinfo=UTC), "1Min", (date(2025, 11, 26), date(2025, 11, 26))),
-        (datetime(2025, 11, 26, 21, 30, tzinfo=UTC), "1Min", "Market closed (After-hours)"),
-        (datetime(2025, 11, 26, 14, 0, tzinfo=UTC), "1Min", "Market closed (Pre-market, opens at 09:30 AM ET)"),
-        (datetime(2025, 11, 27, 15, 0, tzinfo=UTC), "1Day", "Market closed (Holiday)"),
-        (SATURDAY, "1Min", "Market closed (Weekend)"),
-    ],
-)
-def test_default_bars_window(instant, timeframe, expected):
-    from flows._common import default_bars_window
-
-    window = default_bars_window(timeframe, instant)
-    got = window.skip_reason if isinstance(expected, str) else (window.start, window.end)
-    assert got == expected
-
-
-def test_chunk_range_boundaries():
-    from flows._common import chunk_range
-
-    assert chunk_range(date(2024, 2, 10), date(2024, 11, 5), "1Min") == [
-        (date(2024, 2, 10), date(2024, 3, 31)),
-        (date(2024, 4, 1), date(2024, 6, 30)),
-        (date(2024, 7, 1), date(2024, 9, 30)),
-        (date(2024, 10, 1), date(2024, 11, 5)),
-    ]
-    assert chunk_range(date(2023, 12, 30), date(2024, 1, 2), "5Min") == [
-        (date(2023, 12, 30), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 1, 2))]
-    assert chunk_range(date(2022, 5, 1), date(2024, 2, 1), "1Day") == [
-        (date(2022, 5, 1), date(2022, 12, 31)), (date(2023, 1, 1), date(2023, 12, 31)),
-        (date(2024, 1, 1), date(2024, 2, 1))]
-    assert chunk_range(date(2024, 3, 5), date(2024, 3, 5), "1Day") == [(date(2024, 3, 5), date(2024, 3, 5))]
 
 
 # -- ingest_bars against the loopback Alpaca -----------------------------------------------------
@@ -241,24 +201,25 @@ def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness,
     state, summary = run(ingest_bars, **params)
 
     assert state.is_completed()
-    assert summary["source"] == "alpaca"
+    report = summary.report
+    assert report.source == "alpaca"
     assert stub.count("/v2/stocks/bars") == 1  # both symbols, one page
     assert stub.requests[0].params["symbols"] == "AAPL,MSFT"
-    assert summary["requests_made"] == 1
-    assert (summary["rows_fetched"], summary["rows_written"], summary["rows_rejected"]) == (20, 19, 1)
-    assert summary["per_symbol"]["MSFT"]["rows_rejected"] == 1
-    assert summary["rejections"][0]["symbol"] == "MSFT"
+    assert report.requests_made == 1
+    assert (report.rows_fetched, report.rows_written, report.rows_rejected) == (20, 19, 1)
+    assert report.per_symbol["MSFT"]["rows_rejected"] == 1
+    assert report.rejections[0]["symbol"] == "MSFT"
     assert count_rows(db, "bars") == 19
     rejections = artifacts_of(state, "ingest-bars-1day-rejections")["ingest-bars-1day-rejections"][0].data
-    assert summary["rejections"][0]["reason"].split()[0] in rejections
+    assert report.rejections[0]["reason"].split()[0] in rejections
 
     again, second = run(ingest_bars, **params)
     # Gap-aware: only the session whose row was rejected is asked for again (the vendor may
     # have fixed it); everything else is covered.
-    assert second["requests_made"] == 1
+    assert second.report.requests_made == 1
     assert stub.count("/v2/stocks/bars") == 2
     assert stub.requests[-1].params["symbols"] == "MSFT"
-    assert second["sessions_fetched"] == 1
+    assert second.report.sessions_fetched == 1
 
 
 def test_ingest_bars_429_recovers_inside_the_source(prefect_harness, tmp_path, stub):
@@ -270,7 +231,7 @@ def test_ingest_bars_429_recovers_inside_the_source(prefect_harness, tmp_path, s
                          db_path=str(tmp_path / "cache.db"))
     assert state.is_completed()
     assert stub.count("/v2/stocks/bars") == 2
-    assert summary["rows_written"] == 20
+    assert summary.report.rows_written == 20
 
 
 def test_ingest_bars_persistent_429_is_retried_by_the_source_only(prefect_harness, tmp_path, stub, monkeypatch):
@@ -306,7 +267,7 @@ def test_ingest_bars_401_fails_fast_without_retries(prefect_harness, tmp_path, s
 
 
 def test_source_options_from_environment(monkeypatch):
-    from tasks.market_data import shared_rate_limiter, source_options
+    from cachelib.sources import shared_rate_limiter, source_options
 
     assert source_options("demo") == {}
     monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "1")
@@ -347,19 +308,20 @@ def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, tmp_path, c
     db = tmp_path / "cache.db"
     clock(SATURDAY)
     state, summary = run(ingest_option_chains, underlyings=["AAPL"], source="demo", db_path=str(db))
-    assert summary["status"] == "skipped" and source_calls == []
+    assert summary.status == "skipped" and source_calls == []
     assert "Market closed (Weekend)" in run_logs.text
 
     clock(WED_AFTER_CLOSE)
     state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=str(db))
     assert state.is_completed()
     assert source_calls == ["demo", "demo"]  # one task (one snapshot) per underlying
-    assert summary["requests_made"] == 2
-    assert set(summary["rows_per_underlying"]) == {"AAPL", "SPY"}
-    assert all(n > 0 for n in summary["rows_per_underlying"].values())
+    report = summary.report
+    assert report.requests_made == 2
+    assert set(report.rows_per_underlying) == {"AAPL", "SPY"}
+    assert all(n > 0 for n in report.rows_per_underlying.values())
     with TradingCacheManager(db) as cache:
         stats = cache.get_options_stats()
-    assert stats["total_rows"] == summary["rows_written"]
+    assert stats["total_rows"] == report.rows_written
     assert stats["symbols"] == ["AAPL", "SPY"]
     expected = {"option-chains-summary", "option-chains-per-underlying"}
     assert set(artifacts_of(state, *expected)) == expected
@@ -377,11 +339,12 @@ def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub
     stub.set_latest_trade("AAPL", 201.5)
     state, summary = run(ingest_option_chains, underlyings=["AAPL"], db_path=str(tmp_path / "cache.db"))
     assert state.is_completed()
-    assert summary["source"] == "alpaca"
-    assert summary["rows_per_underlying"] == {"AAPL": 2}
-    assert summary["trading_dates"] == {"AAPL": "2025-11-26"}
+    report = summary.report
+    assert report.source == "alpaca"
+    assert report.rows_per_underlying == {"AAPL": 2}
+    assert report.trading_dates == {"AAPL": "2025-11-26"}
     assert stub.count("/v1beta1/options/snapshots/AAPL") == 1
-    assert summary["requests_made"] == stub.count() == 2  # the chain and the underlying's last trade
+    assert report.requests_made == stub.count() == 2  # the chain and the underlying's last trade
 
 
 def test_ingest_option_chains_401_fails_fast(prefect_harness, tmp_path, clock, stub, monkeypatch):
@@ -413,12 +376,13 @@ def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp
 
     state, summary = run(cache_maintenance, vacuum=True, db_path=str(db))
     assert state.is_completed()
-    assert summary["rows_removed"] == 124
+    assert summary.rows_removed == 124
     # 124 of 145 daily bars deleted: VACUUM drops 3 of the file's 13 pages of 4096 bytes (the WAL
     # is empty after the tasks closed their connections), measured on disk below.
-    assert summary["bytes_reclaimed"] == 3 * 4096
+    assert summary.bytes_reclaimed == 3 * 4096
     assert db.stat().st_size == 10 * 4096
-    assert (summary["before"]["cache"]["total_entries"], summary["after"]["cache"]["total_entries"]) == (145, 21)
+    assert (summary.before.cache["total_entries"], summary.after.cache["total_entries"]) == (145, 21)
+    assert summary.rows[0] == {"metric": "bars", "before": 145, "after": 21, "change": -124}
     assert count_rows(db, "bars") == 21
     keys = artifacts_of(state, "cache-maintenance-summary", "cache-maintenance-stats")
     assert set(keys) == {"cache-maintenance-summary", "cache-maintenance-stats"}
@@ -451,18 +415,19 @@ def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harne
         reference = cachelib_replay_days(cache, ["AAPL", "MSFT"], "2024-03-13", "2024-03-15", max_workers=1)
 
     assert _trades(flow_db) == _trades(ref_db)
-    assert summary["trades"] == reference.trades > 0
-    assert summary["total_pnl"] == pytest.approx(reference.total_pnl)
-    assert summary["sessions_replayed"] == 6 and summary["bars"] == 6 * 390
-    assert summary["missing"] == [{"symbol": "NVDA", "day": d} for d in ("2024-03-13", "2024-03-14", "2024-03-15")]
-    assert summary["trade_stats"]["total_trades"] == len(_trades(flow_db))
+    assert summary.trades == reference.trades > 0
+    assert summary.total_pnl == pytest.approx(reference.total_pnl)
+    assert summary.sessions == 3
+    assert summary.sessions_replayed == 6 and summary.bars == 6 * 390
+    assert summary.missing == (("NVDA", date(2024, 3, 13)), ("NVDA", date(2024, 3, 14)), ("NVDA", date(2024, 3, 15)))
+    assert summary.stats["total_trades"] == len(_trades(flow_db))
     expected = {"replay-summary", "replay-trades-per-symbol", "replay-trade-stats"}
     assert set(artifacts_of(state, *expected)) == expected
 
     again, second = run(replay_days, symbols=["AAPL", "MSFT"], start=date(2024, 3, 13), end=date(2024, 3, 15),
                         db_path=str(flow_db))
     assert _trades(flow_db) == _trades(ref_db)  # idempotent
-    assert second["trades"] == summary["trades"]
+    assert second.trades == summary.trades
 
 
 def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harness, tmp_path):
@@ -472,9 +437,9 @@ def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harne
     state, summary = run(replay_days, symbols=["AAPL"], start=date(2024, 3, 14), end=date(2024, 3, 15),
                          db_path=str(db), source="demo")
     assert state.is_completed()
-    assert summary["missing"] == []
-    assert summary["bars"] == count_rows(db, "bars") == 780
-    assert summary["trades"] == count_rows(db, "trade_history") > 0
+    assert summary.missing == ()
+    assert summary.bars == count_rows(db, "bars") == 780
+    assert summary.trades == count_rows(db, "trade_history") > 0
 
 
 def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
@@ -497,8 +462,8 @@ def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
     assert state.is_completed()
     _, on_threads = run(replay_days, symbols=["AAPL", "MSFT", "SPY"], start=date(2024, 3, 14),
                         end=date(2024, 3, 15), db_path=str(thread_db))
-    assert on_dask["sessions_replayed"] == 6
-    assert on_dask["trades"] == on_threads["trades"] > 0
+    assert on_dask.sessions_replayed == 6
+    assert on_dask.trades == on_threads.trades > 0
     assert _trades(dask_db) == _trades(thread_db)
 
 
@@ -513,7 +478,8 @@ def test_daily_pipeline_skips_non_sessions(prefect_harness, tmp_path, source_cal
     db = tmp_path / "cache.db"
     state, summary = run(daily_pipeline, day=day, db_path=str(db))
     assert state.is_completed()
-    assert summary == {"status": "skipped", "day": day.isoformat(), "reason": message}
+    assert (summary.status, summary.day, summary.skip_reason) == ("skipped", day, message)
+    assert summary.daily_bars is None and summary.replay is None
     assert message in [r.getMessage() for r in run_logs.records]
     assert source_calls == []  # no source was even built
     assert not db.exists()  # and the cache was never opened
@@ -527,7 +493,7 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     state, summary = run(daily_pipeline, day=date(2025, 11, 28), symbols=["AAPL", "MSFT"], source="demo",
                          db_path=str(db))
     assert state.is_completed()
-    assert summary["status"] == "completed" and summary["session_finished"] is True
+    assert summary.status == "completed" and summary.session_finished is True
     with TradingCacheManager(db) as cache:
         for sym in ("AAPL", "MSFT"):
             minutes = cache.get(sym, "2025-11-28", "2025-11-28", timeframe="1Min")
@@ -536,12 +502,12 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
             assert len(daily) == 250 and daily.index[-1].date() == date(2025, 11, 28)
         history = cache.get_trade_history(start="2025-11-28", end="2025-11-28")
         options = cache.get_options_stats()
-    assert summary["minute_bars"]["rows_written"] == 420
-    assert summary["replay"]["sessions_replayed"] == 2 and summary["replay"]["bars"] == 420
-    assert summary["replay"]["trades"] == len(history) > 0
-    assert summary["trade_stats"]["total_trades"] == len(history)
-    assert summary["option_chains"]["rows_written"] == options["total_rows"] > 0
-    assert summary["cache_after"]["bars"] == 2 * 250 + 420
+    assert summary.minute_bars.report.rows_written == 420
+    assert summary.replay.sessions_replayed == 2 and summary.replay.bars == 420
+    assert summary.replay.trades == len(history) > 0
+    assert summary.cache_after.trades["total_trades"] == len(history)
+    assert summary.option_chains.report.rows_written == options["total_rows"] > 0
+    assert summary.cache_after.cache["total_entries"] == 2 * 250 + 420
     expected = {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
                 "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
                 "replay-summary", "replay-trade-stats"}
@@ -557,8 +523,8 @@ def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_har
     db = tmp_path / "cache.db"
     state, summary = run(daily_pipeline, symbols=["SPY"], source="demo", db_path=str(db))
     assert state.is_completed()
-    assert summary["day"] == "2025-11-26"
-    assert summary["session_finished"] is False and summary["replay"] is None
-    assert summary["minute_bars"]["rows_written"] > 0
+    assert summary.day == date(2025, 11, 26)
+    assert summary.session_finished is False and summary.replay is None
+    assert summary.minute_bars.report.rows_written > 0
     assert "has not closed yet" in run_logs.text
     assert count_rows(db, "trade_history") == 0

@@ -266,6 +266,11 @@ def test_nothing_matched_exits_0_with_a_message_on_stderr(capsys, db):
         (["query", "SPY", *JANUARY, "--timeframe", "60Min"], "argument --timeframe: unknown timeframe '60Min'"),
         (["clear", "--timeframe", "1Sec"], "argument --timeframe: unknown timeframe '1Sec'"),
         (["query", "SP Y", *JANUARY], "argument symbol: symbol 'SP Y' has characters outside"),
+        (["query", "SPY", *JANUARY, "--asset-type", ""],
+         "argument --asset-type: asset_type must be a non-empty string such as 'stock'"),
+        (["export", "SPY", *JANUARY, "--source", " "],
+         "argument --source: source must be a non-empty string such as 'alpaca'"),
+        (["clear", "--asset-type", " "], "argument --asset-type: asset_type must be a non-empty string"),
         (["query", "SPY", "--start", "2024-01-31", "--end", "2024-01-01"],
          "error: --start 2024-01-31 is after --end 2024-01-01"),
         (["clear", "--start", "2024-01-02T12:00", "--end", "2024-01-02T11:00"],
@@ -453,3 +458,17 @@ def test_help_documents_exit_codes_and_the_naive_time_rule(capsys):
         assert "a time without an offset (2026-11-27T10:00) is New York time" in text, name
     code, out, _ = run(capsys, "export", "--help")
     assert "--force" in out and "never the cache database" in " ".join(out.split())
+
+
+def test_export_to_dev_stdout_into_a_pipe(minutes_db):
+    """``--output /dev/stdout`` resolves to ``pipe:[...]`` when stdout is a pipe: it is streamed
+    into, not refused as a missing file."""
+    result = subprocess.run(
+        [*command(), "--db-path", str(minutes_db), "export", "SPY", "--start", "2024-01-02",
+         "--end", "2024-01-02", "--timeframe", "1Min", "--format", "csv", "--output", "/dev/stdout"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("timestamp,open,high,low,close")
+    assert lines[-1].startswith("Wrote ") and lines[-1].endswith(" bars to /dev/stdout")

@@ -102,6 +102,14 @@ def _foreign_version_without_tables(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA user_version = 2")
 
 
+def _foreign_negative_version(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA user_version = -5")
+
+
+def _foreign_view_only(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE VIEW answer AS SELECT 42")
+
+
 def _foreign_claims_our_version(conn: sqlite3.Connection) -> None:
     _foreign_bars_table(conn)
     conn.execute("PRAGMA user_version = 3")
@@ -109,7 +117,8 @@ def _foreign_claims_our_version(conn: sqlite3.Connection) -> None:
 
 @pytest.mark.parametrize("build", [_foreign_bars_table, _foreign_notes, _foreign_wal_mode,
                                    _foreign_id_without_tables, _foreign_id_with_our_tables,
-                                   _foreign_claims_our_version, _foreign_version_without_tables])
+                                   _foreign_claims_our_version, _foreign_version_without_tables,
+                                   _foreign_negative_version, _foreign_view_only])
 @pytest.mark.parametrize("create", [True, False])
 def test_another_applications_database_is_refused_and_stays_byte_identical(tmp_path, build, create):
     path = tmp_path / "theirs.db"
@@ -270,11 +279,10 @@ def test_a_damaged_file_gives_a_clear_error_naming_it(tmp_path, damage):
     path = _cache_file(tmp_path)
     damage(path)
     before = sha256(path)
-    with pytest.raises(DatabaseFileError) as err:
-        # The error may come from opening or from the first read; never a raw sqlite3 error.
-        with TradingCacheManager(path) as cache:
-            cache.get("SPY", "2024-01-01", "2024-01-31", timeframe="1Min")
-            cache.get_stats()
+    # The error may come from opening or from the first read; never a raw sqlite3 error.
+    with pytest.raises(DatabaseFileError) as err, TradingCacheManager(path) as cache:
+        cache.get("SPY", "2024-01-01", "2024-01-31", timeframe="1Min")
+        cache.get_stats()
     message = str(err.value)
     assert str(path) in message
     assert "backup" in message or "move it away" in message

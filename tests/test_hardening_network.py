@@ -14,17 +14,6 @@ import traceback
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from cachelib.sources import (
-    ALPACA_SDK_VERSION,
-    AlpacaSource,
-    MalformedResponseError,
-    RateLimiter,
-    RateLimitError,
-    SourceError,
-    SourceUnavailableError,
-)
-
 from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
     TEST_KEY,
     TEST_SECRET,
@@ -35,6 +24,16 @@ from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
     alpaca_stub_fixture,
     make_daily_bars,
     no_ambient_keys_fixture,
+)
+
+from cachelib.sources import (
+    ALPACA_SDK_VERSION,
+    AlpacaSource,
+    MalformedResponseError,
+    RateLimiter,
+    RateLimitError,
+    SourceError,
+    SourceUnavailableError,
 )
 
 alpaca_stub = alpaca_stub_fixture()
@@ -91,6 +90,22 @@ def test_a_repeated_page_token_on_the_option_chain(alpaca_stub):
     with pytest.raises(MalformedResponseError, match="next_page_token"):
         src.get_option_chain("AAPL")
     assert alpaca_stub.count(CHAIN) == 2
+
+
+@pytest.mark.parametrize("call", ["bars", "chain"])
+def test_a_pager_of_new_tokens_and_no_data_stops_after_a_few_pages(alpaca_stub, call):
+    """A server that never repeats a token but never sends data either: without a check this
+    runs for max_pages pages (about 50 minutes at 200 requests a minute)."""
+    alpaca_stub.endless_empty_pages = True
+    src = make_source(alpaca_stub)
+    started = time.monotonic()
+    with pytest.raises(MalformedResponseError, match="3 pages in a row that hold no data"):
+        if call == "bars":
+            src.get_bars("AAPL", "2024-01-02", "2024-01-10")
+        else:
+            src.get_option_chain("AAPL")
+    assert time.monotonic() - started < 3
+    assert alpaca_stub.count(BARS if call == "bars" else CHAIN) == 3
 
 
 def test_max_pages_caps_one_call(alpaca_stub):
@@ -262,7 +277,7 @@ def _all_text(exc: BaseException, caplog) -> str:
 
 @pytest.mark.parametrize("scenario", [
     "bar-field", "bar-field-clipped", "bar-time", "error-body-500", "error-body-422", "header",
-    "not-json", "symbol-key",
+    "not-json", "symbol-key", "symbol-key-bad-bar", "symbol-key-upper",
 ])
 def test_the_keys_never_appear_whatever_the_server_echoes(alpaca_stub, caplog, scenario):
     caplog.set_level(logging.DEBUG)
@@ -278,14 +293,18 @@ def test_the_keys_never_appear_whatever_the_server_echoes(alpaca_stub, caplog, s
         "header": Fault(status=429, headers={"Retry-After": TEST_SECRET, "X-Echo": echo}),
         "not-json": Fault(status=200, body=f"<html>{echo}</html>"),
         "symbol-key": Fault.json_body({"bars": {echo: ["not a bar"]}}),
+        # a symbol key is upper-cased before it is shown: the secret must go in any case
+        "symbol-key-bad-bar": Fault.json_body({"bars": {TEST_SECRET.lower(): [one_bar(o="x")]}}),
+        "symbol-key-upper": Fault.json_body({"bars": {TEST_SECRET.upper(): [one_bar(o="x")]}}),
     }
     alpaca_stub.set_persistent_fault(BARS, faults[scenario])
     src = make_source(alpaca_stub, max_retries=1)
     with pytest.raises(SourceError) as info:
         src.get_bars("AAPL", "2024-01-02", "2024-01-05")
-    text = _all_text(info.value, caplog) + repr(src)
-    assert TEST_KEY not in text and TEST_SECRET not in text
-    assert TEST_SECRET[:10] not in text and TEST_KEY[:10] not in text  # no clipped remains either
+    text = (_all_text(info.value, caplog) + repr(src)).casefold()
+    for key in (TEST_KEY, TEST_SECRET):
+        assert key.casefold() not in text
+        assert key[:10].casefold() not in text  # no clipped remains either
 
 
 def test_log_lines_are_redacted_too(alpaca_stub, caplog):

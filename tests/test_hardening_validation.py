@@ -7,6 +7,7 @@ Expected values are written by hand from the issue; the store is a real SQLite f
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime, timezone
 
 import numpy as np
@@ -476,7 +477,15 @@ def test_a_directory_of_nasty_files_imports_the_good_one_and_lists_each_bad_one(
     huge = tmp_path / "HUGE_2024-01-02_2024-01-02_alpaca.json"
     with open(huge, "wb") as fh:  # sparse: refused by its size before a byte is read
         fh.truncate(LEGACY_MAX_BYTES + 1)
-    reasons = {**{n: r for n, (_, r) in NASTY.items()}, huge.name: "file is larger than 256 MiB"}
+    fifo = tmp_path / "FIFO_2024-01-02_2024-01-02_alpaca.json"
+    os.mkfifo(fifo)  # open() would block forever: refused unread
+    device = tmp_path / "ZERO_2024-01-02_2024-01-02_alpaca.json"
+    device.symlink_to("/dev/zero")  # reading would never end
+    folder = tmp_path / "DIR_2024-01-02_2024-01-02_alpaca.json"
+    folder.mkdir()
+    not_regular = "not a regular file"
+    reasons = {**{n: r for n, (_, r) in NASTY.items()}, huge.name: "file is larger than 256 MiB",
+               fifo.name: not_regular, device.name: not_regular, folder.name: not_regular}
 
     for dry_run in (True, False):
         report = migrate_legacy(cache, tmp_path, dry_run=dry_run)

@@ -10,8 +10,8 @@ import cachelib
 
 def test_the_seed_names_work():
     from cachelib import get_market_status, is_market_hours
-
-    from cachelib.market_hours import get_market_status as mh_status, is_market_hours as mh_open
+    from cachelib.market_hours import get_market_status as mh_status
+    from cachelib.market_hours import is_market_hours as mh_open
 
     assert is_market_hours is mh_open and get_market_status is mh_status
 

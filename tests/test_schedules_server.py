@@ -69,7 +69,7 @@ def server(tmp_path_factory) -> Iterator[dict]:
         PREFECT_SERVER_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
     )
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -160,9 +160,8 @@ def test_prefect_deploy_accepts_the_yaml(server):
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    with temporary_settings(updates={PREFECT_API_URL: server["url"]}):
-        with get_client(sync_client=True) as client:
-            deployments = {d.name: d for d in client.read_deployments()}
+    with temporary_settings(updates={PREFECT_API_URL: server["url"]}), get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
     assert len(deployments) == 7
     for d in deployments.values():
         assert d.work_pool_name == "cachelib-local"

@@ -395,11 +395,10 @@ def test_errors_are_raised_not_swallowed(cache):
 
 
 def test_a_failed_transaction_rolls_back_everything(cache):
-    with pytest.raises(RuntimeError):
-        with cache.atomic():
-            cache.set("SPY", DAILY, source="alpaca")
-            cache.record_coverage("SPY", ["2024-01-02"], source="alpaca")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), cache.atomic():
+        cache.set("SPY", DAILY, source="alpaca")
+        cache.record_coverage("SPY", ["2024-01-02"], source="alpaca")
+        raise RuntimeError("boom")
     assert bars_snapshot(cache) == []
     assert cache.conn.execute("SELECT COUNT(*) FROM coverage").fetchone()[0] == 0
 
@@ -553,9 +552,8 @@ def test_a_failing_commit_releases_the_transaction(cache):
     conn = cache.conn
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     conn.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
-    with pytest.raises(sqlite3.IntegrityError):
-        with cache.atomic():
-            conn.execute("INSERT INTO child VALUES (42)")  # fails only at COMMIT
+    with pytest.raises(sqlite3.IntegrityError), cache.atomic():
+        conn.execute("INSERT INTO child VALUES (42)")  # fails only at COMMIT
     assert not conn.in_transaction
     assert cache.set("SPY", DAILY, source="alpaca") == 3  # the connection still writes
 
@@ -593,6 +591,7 @@ def test_timestamp_strings_with_offsets_across_a_dst_change(cache):
 
 def test_large_reads_use_the_columnar_reader_and_equal_the_plain_path(cache, monkeypatch):
     from cachelib import store
+    from cachelib.store.bars import BarTable  # the read paths' home since the store became a package
 
     assert store._columnar_reader() is not None, "the C reader should be built and usable here"
     frame = minute_frame("2024-03-11 13:30", 4000)
@@ -601,12 +600,12 @@ def test_large_reads_use_the_columnar_reader_and_equal_the_plain_path(cache, mon
     frame["volume"] = [100.0] * 3999 + [0.5]
     cache.set("AAPL", frame, source="alpaca", timeframe="1Min")
     calls = []
-    real = TradingCacheManager._columnar_read
-    monkeypatch.setattr(TradingCacheManager, "_columnar_read",
+    real = BarTable._columnar_read
+    monkeypatch.setattr(BarTable, "_columnar_read",
                         lambda self, *a: calls.append(1) or real(self, *a))
     fast = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
     assert calls == [1]
-    monkeypatch.setattr(TradingCacheManager, "COLUMNAR_MIN_ROWS", 10**12)
+    monkeypatch.setattr(BarTable, "COLUMNAR_MIN_ROWS", 10**12)
     plain = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
     assert calls == [1]
     pd.testing.assert_frame_equal(fast, plain)

@@ -7,6 +7,7 @@ processes run ``python -c`` scripts (no pickling, no import of this module), are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -63,10 +64,8 @@ def kill_all(procs: list[subprocess.Popen]) -> None:
         if proc.poll() is None:
             proc.kill()
     for proc in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a kill that does not land
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a kill that does not land
-            pass
 
 
 # -- threads ---------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ValidationError
 from cachelib.strategy_cache import (
     CacheAlreadyConfiguredError,
     CacheNotConfiguredError,
-    IStrategyCache,
     InvalidDTOTypeError,
+    IStrategyCache,
     RunAnchor,
     StrategyCache,
     StrategyCacheType,

@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, make_minute_bars, make_option_snapshot, ny_midnight_utc
+from alpaca_stub import (
+    TEST_KEY,
+    TEST_SECRET,
+    AlpacaStub,
+    make_minute_bars,
+    make_option_snapshot,
+    ny_midnight_utc,
+)
 from freezegun import freeze_time
 
 from cachelib.demo import DemoSource

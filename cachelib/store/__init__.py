@@ -1,0 +1,90 @@
+"""The SQLite trading cache: bars of any timeframe, option-chain snapshots, trade history.
+
+:class:`TradingCacheManager` is the public face (see README "Library API" for usage); it only
+delegates to one module per concern.
+
+Where to change what
+--------------------
+=====================  ========================================================================
+``manager.py``         :class:`TradingCacheManager`: public signatures, defaults, docstrings.
+``dialect.py``         SQL that is SQLite's own: connection settings (:data:`SQLITE_SETTINGS`),
+                       ``user_version``/``application_id``, ``BEGIN IMMEDIATE``, savepoints,
+                       VACUUM/checkpoint, the upsert spelling. A second engine is a second dialect.
+``files.py``           The file at ``db_path``: path rules, checks before anything is written
+                       (foreign, damaged, truncated, read-only files), :class:`DatabaseFileError`.
+``connection.py``      Per-thread/per-process connections, ``atomic()``, the locked-retry, vacuum.
+``migrations.py``      Schema versions (:data:`MIGRATIONS`), the DDL, the seed ``market_cache`` import.
+``series.py``          Series interning, :data:`SOURCE_PRIORITY`, source/asset-type spelling.
+``ttl.py``             The TTL rule (:func:`ttl_expiry`), ``ttl_hours`` checks, ``cleanup_expired``.
+``bars.py``            The ``bars`` table: set/get/exists/count/delete, the read paths, stats.
+``coverage.py``        ``record_coverage`` and ``missing_sessions(_many)``.
+``options.py``         Option-chain row rules, quality score, store/get/delete, stats.
+``trades.py``          Trade rules, derived P&L, history, deletion, statistics.
+=====================  ========================================================================
+
+Design
+------
+* **One file, one settings mapping.** Every connection gets :data:`SQLITE_SETTINGS` (WAL,
+  ``synchronous=NORMAL``, ``busy_timeout``, foreign keys). Connections are per thread and per
+  process (reopened after ``fork``), so a manager may be shared by threads.
+* **Writers take ``BEGIN IMMEDIATE``**, so a write transaction holds the write lock from its
+  first statement and can never fail half-way with "database is locked"; only that error is
+  retried (bounded by ``timeout``), anything else propagates. One public call is one
+  transaction: a rejected or interrupted batch leaves the store as it was.
+* **Bars** live in ``bars``, a ``WITHOUT ROWID`` table clustered on its primary key
+  ``(series_id, ts)``. A *series* is one ``(asset_type, symbol, timeframe, source)`` and is
+  interned in the small ``series`` table, so the logical key of a bar is exactly
+  ``(asset_type, symbol, timeframe, source, bar time)`` while each row stores one small
+  integer instead of four strings (≈ 60 % fewer bytes per bar, no secondary index).
+  ``ts`` is integer seconds since the epoch (UTC): the bar's start for intraday timeframes,
+  UTC midnight of the session date for daily-or-longer ones (see :mod:`cachelib.bars`).
+* **Age-based TTL** (:func:`ttl_expiry`): age = today's New York date − the bar's session date
+  in calendar days; age ≥ 2 → the row expires in 10 years, otherwise in 24 hours.
+  ``ttl_hours`` overrides it for every row of a call (``0`` = already expired). Expiry is an
+  integer UTC epoch; "now" is read once per call from :func:`cachelib.clock.now_utc`.
+* **Coverage** records which sessions a source was asked for, including sessions that had no
+  bars, so :meth:`TradingCacheManager.missing_sessions` can tell the sync what to fetch.
+* **Schema versions** are ``PRAGMA user_version`` with a forward-only registry
+  (:data:`MIGRATIONS`). Version 1 also imports the rows of the seed's ``market_cache`` table
+  when an old file has one.
+* **Only our files are touched.** Ours carry ``PRAGMA application_id`` :data:`APPLICATION_ID`
+  (older ones are recognised by their tables and marked). Anything else at ``db_path`` is
+  inspected read-only (``immutable``) and refused with :class:`DatabaseFileError`, byte-identical.
+  A file or folder we cannot write is opened read-only: reads work, writes say why they cannot.
+
+Source priority: when ``get(source=None)`` finds the same bar from several sources it returns
+one row per bar, from the first source in :data:`SOURCE_PRIORITY` (unknown sources rank after
+the listed ones, alphabetically).
+"""
+
+from __future__ import annotations
+
+from .bars import _columnar_reader as _columnar_reader  # the optional C reader (two tests use it)
+from .dialect import SQLITE_SETTINGS
+from .files import APPLICATION_ID, CacheNotFoundError, DatabaseFileError, database_files, default_db_path
+from .manager import TradingCacheManager
+from .migrations import MIGRATIONS as MIGRATIONS
+from .migrations import SCHEMA_VERSION
+from .series import SOURCE_PRIORITY
+from .trades import MAX_TRADE_ID_LENGTH as MAX_TRADE_ID_LENGTH
+from .trades import MAX_TRADE_QUANTITY as MAX_TRADE_QUANTITY
+from .trades import TRADE_COLUMNS as TRADE_COLUMNS
+from .ttl import HISTORICAL_TTL as HISTORICAL_TTL
+from .ttl import MAX_TTL_HOURS as MAX_TTL_HOURS
+from .ttl import RECENT_AGE_DAYS as RECENT_AGE_DAYS
+from .ttl import RECENT_TTL as RECENT_TTL
+from .ttl import check_ttl_hours as check_ttl_hours
+from .ttl import ttl_expiry
+
+__all__ = [
+    "TradingCacheManager",
+    "DatabaseFileError",
+    "CacheNotFoundError",
+    "APPLICATION_ID",
+    "database_files",
+    "SOURCE_PRIORITY",
+    "SQLITE_SETTINGS",
+    "SCHEMA_VERSION",
+    "default_db_path",
+    "ttl_expiry",
+]

@@ -1,0 +1,99 @@
+"""The TTL rule: when bars, coverage records and option snapshots expire, and their cleanup.
+
+Age = today's New York date − the bar's session date, in calendar days; age ≥
+:data:`RECENT_AGE_DAYS` (2) → the row expires in 10 years (:data:`HISTORICAL_TTL`), otherwise
+in 24 hours (:data:`RECENT_TTL`). ``ttl_hours`` overrides it for every row of a call (``0`` =
+already expired). Expiry is an integer UTC epoch; "now" is read once per call from
+:func:`cachelib.clock.now_utc`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .. import market_hours
+from ..bars import NY
+from ..clock import now_utc
+
+if TYPE_CHECKING:
+    from .connection import Database
+
+__all__ = ["HISTORICAL_TTL", "MAX_TTL_HOURS", "RECENT_AGE_DAYS", "RECENT_TTL", "check_ttl_hours", "ttl_expiry"]
+
+HISTORICAL_TTL = timedelta(days=3652)  # "10 years"
+RECENT_TTL = timedelta(hours=24)
+RECENT_AGE_DAYS = 2  # age >= 2 calendar days (New York) is historical
+#: The longest ``ttl_hours`` accepted: 100 years (the default for history is 10 years).
+MAX_TTL_HOURS = 100 * 8766
+DAY = 86_400
+_EPOCH = date(1970, 1, 1)
+#: The tables whose rows expire (each has an integer ``expires_at``).
+EXPIRING_TABLES = ("bars", "coverage", "raw_options_chain")
+
+
+def check_ttl_hours(ttl_hours: Any) -> float:
+    """``ttl_hours`` as a float in ``0..MAX_TTL_HOURS``; ``ValueError`` naming it otherwise
+    (bools, strings, NaN, infinity, negative or absurdly large values such as 1e300, which
+    would overflow the integer expiry)."""
+    if isinstance(ttl_hours, (bool, np.bool_)) or not isinstance(ttl_hours, numbers.Real):
+        raise ValueError(
+            f"ttl_hours must be a number of hours (0 to {MAX_TTL_HOURS}), got {type(ttl_hours).__name__} "
+            f"{ttl_hours!r}"
+        )
+    ttl = float(ttl_hours)
+    if not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_HOURS):
+        raise ValueError(f"ttl_hours must be a number of hours from 0 to {MAX_TTL_HOURS} (100 years), got {ttl_hours!r}")
+    return ttl
+
+
+def ttl_expiry(session_days: np.ndarray, now: datetime, ttl_hours: float | None = None) -> np.ndarray:
+    """Expiry instants (epoch seconds, UTC) for bars of the given session dates.
+
+    ``session_days`` are day numbers since 1970-01-01 (``date.toordinal() - 719163``).
+    The age rule uses today's *New York* date, whatever the machine's ``TZ``.
+    """
+    now_s = int(now.timestamp())
+    if ttl_hours is not None:
+        ttl = check_ttl_hours(ttl_hours)
+        return np.full(len(session_days), now_s + int(ttl * 3600), dtype=np.int64)
+    today = market_hours.today_et(now)
+    today_n = (today - _EPOCH).days
+    age = today_n - np.asarray(session_days, dtype=np.int64)
+    return np.where(
+        age >= RECENT_AGE_DAYS,
+        now_s + int(HISTORICAL_TTL.total_seconds()),
+        now_s + int(RECENT_TTL.total_seconds()),
+    ).astype(np.int64)
+
+
+def session_days_of_keys(keys: np.ndarray, intraday: bool) -> np.ndarray:
+    """New York session day numbers of bar keys."""
+    if not intraday:
+        return keys // DAY
+    idx = pd.DatetimeIndex(pd.to_datetime(keys, unit="s", utc=True)).tz_convert(NY).tz_localize(None)
+    return idx.as_unit("s").asi8 // DAY
+
+
+def session_day_of_key(key: int, intraday: bool) -> int:
+    """Day number of the New York session date one bar key belongs to."""
+    if not intraday:
+        return key // DAY
+    # Python's datetime, not pandas': valid for every key, KEY_MIN and KEY_MAX included.
+    when = datetime.fromtimestamp(key, UTC).astimezone(NY)
+    return (when.date() - _EPOCH).days
+
+
+def cleanup_expired(db: Database) -> int:
+    """Remove expired rows from every table that expires, in one transaction; returns rows."""
+    now_s = int(now_utc().timestamp())
+    with db.atomic() as conn:
+        removed = 0
+        for table in EXPIRING_TABLES:
+            removed += conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now_s,)).rowcount
+    return removed

@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: run test bench lock clean
 
-$(STAMP): constraints.txt requirements.in pyproject.toml setup.py cachelib/_columnar.c
+$(STAMP): constraints.txt requirements.in pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.in -c constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .

@@ -20,7 +20,7 @@ and ``.fetchnumpy()``) and **Parquet** via pyarrow (one file per symbol, read wi
 
 Timing: reads are medians (or p50 over random queries) with the contenders taking turns, so load
 from other processes falls on all of them alike; writes are medians of a few rounds. Preparing
-frames and rows is never timed. The scale figure runs in a spawned child process, so its peak
+frames and rows is never timed. The scale figure runs in a fresh interpreter, so its peak
 memory (``VmHWM``, see :func:`_memory_mib`) is its own; its row-table baseline runs after that peak
 is taken. ``set_many`` is used where the store has it; without it the table says so and the
 figures that need it show ``n/a``.
@@ -31,11 +31,12 @@ from __future__ import annotations
 import argparse
 import calendar
 import gc
-import multiprocessing
+import json
 import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +62,7 @@ try:
 except ImportError:  # pragma: no cover
     pa = pq = None
 
+ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "alpaca"
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
 
@@ -408,6 +410,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return "n/a"
     if unit in ("bars/s", "rows/s"):
         return f"{value:,.0f} {unit}"
+    if unit == "s" and value < 1:
+        return f"{value * 1e3:.1f} ms"
     if unit == "ms" and value < 1:
         return f"{value:.3f} ms"
     if unit in ("ms", "s", "B/bar", "MiB", "MB"):
@@ -882,9 +886,14 @@ def scale_run(n_symbols: int, year: int, seed: int, sessions: int | None, workdi
 
 
 def bench_scale(tmp: Path, n_symbols: int, year: int, seed: int, sessions: int | None) -> list[Figure]:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        r = pool.apply(scale_run, (n_symbols, year, seed, sessions, str(tmp)))
+    # A fresh interpreter (not multiprocessing, which re-imports the caller's __main__).
+    code = ("import json, sys; from bench.bench_store import scale_run; "
+            "print(json.dumps(scale_run(*json.loads(sys.argv[1]))))")
+    args = json.dumps([n_symbols, year, seed, sessions, str(tmp)])
+    proc = subprocess.run([sys.executable, "-c", code, args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the scale run failed:\n{proc.stderr}")
+    r = json.loads(proc.stdout.splitlines()[-1])
     print(f"scale: {n_symbols} symbols, {int(r['bars']):,} one-minute bars: write {r['write_s']:.1f} s, "
           f"file {r['bytes'] / 1e6:,.1f} MB, full read {r['read_s']:.2f} s, peak RSS {r['peak_mib']:,.0f} MiB "
           f"({r['start_mib']:,.0f} MiB before the first write)")

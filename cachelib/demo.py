@@ -2,7 +2,14 @@
 
 :class:`DemoSource` is the embedded default source (users without Alpaca keys, and every test).
 It speaks the same protocol as the Alpaca source (``get_bars``, ``get_option_chain``,
-``get_latest_bar``, ``get_latest_trade``) and needs no network.
+``get_latest_bar``, ``get_latest_trade``, ``get_corporate_actions``) and needs no network.
+
+**Corporate actions.** Bars are *raw*, as a vendor's unadjusted bars: NVDA has a 4:1 forward
+split with ex-date 2024-06-10 (:data:`DEMO_SPLITS`), so its raw prices before that day are 4x
+the split-adjusted model path (about 490 $ in January 2024, about 120 $ after the split) and its
+raw volumes 1/4 of it; AAPL and KO pay quarterly cash dividends (:data:`DEMO_DIVIDENDS`).
+:meth:`DemoSource.get_corporate_actions` lists them, so the cache can adjust the demo's bars
+exactly as it adjusts Alpaca's.
 
 The model
 ---------
@@ -99,8 +106,12 @@ from cachelib.bars import (
     to_date,
 )
 from cachelib.clock import now_utc
+from cachelib.sources import OPTION_CHAIN_COLUMNS
 
 __all__ = [
+    "ANNOUNCE_DAYS",
+    "DEMO_DIVIDENDS",
+    "DEMO_SPLITS",
     "DEFAULT_SYMBOLS",
     "DEMO_TIMEFRAMES",
     "RISK_FREE_RATE",
@@ -132,7 +143,7 @@ _KNOWN: dict[str, tuple[float, float, float]] = {
     "GOOG": (141.0, 0.30, 20e6),
     "META": (350.0, 0.38, 17e6),
     "TSLA": (245.0, 0.55, 100e6),
-    "NVDA": (490.0, 0.50, 45e6),
+    "NVDA": (122.5, 0.50, 180e6),  # split-adjusted: raw 490 $ and 45 M shares before its split
     "AMD": (145.0, 0.50, 55e6),
     "NFLX": (485.0, 0.38, 5e6),
     "JPM": (170.0, 0.22, 9e6),
@@ -578,8 +589,12 @@ def _simulate_rows(
     log_p: np.ndarray,
     closes: tuple[np.ndarray, np.ndarray],
     n_min: int,
+    split: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Minute bars (``(days, 390)``, see :class:`_Sim` for units) of sessions lasting ``n_min``.
+
+    ``split``: per day, raw price / adjusted price (4 before a 4:1 split): prices are simulated
+    at the raw scale, volumes and trade sizes divided by it. None: 1 everywhere.
 
     Fields of each minute's 64-bit random word (little-endian): bytes 0-1 the path increment
     (normal quantile table), byte 2 / byte 3 the upper / lower wick, bytes 4-5 the volume noise
@@ -592,6 +607,8 @@ def _simulate_rows(
     # Per-day quantities use math.exp (scalar libm), not numpy's vectorised exp, so that a day's
     # values cannot depend on its position in the array (i.e. on the requested range).
     C, P = closes
+    if split is not None:
+        C, P = C * split, P * split
     ret = log_c - log_p
     sig = sym.sig
     gap = np.clip(0.3 * ret + 0.25 * sig * Z[:, 0], -0.02, 0.02)
@@ -645,12 +662,16 @@ def _simulate_rows(
     # Volume: U-shaped profile x day multiplier x lognormal noise; trades of a random mean size.
     volume = _LUT_LOGN.take(u16[:, :, 2].astype(np.intp))
     volume *= vprof
-    volume *= (sym.vpm * vmult).astype(f32)[:, None]
+    volume *= (sym.vpm * vmult if split is None else sym.vpm * vmult / split).astype(f32)[:, None]
     np.rint(volume, out=volume)
     np.maximum(volume, f32(1.0), out=volume)
     size = u8[:, :, 7].astype(f32)
-    size *= f32(sym.trade_size * 0.8 / 255.0)
-    size += f32(sym.trade_size * 0.6)
+    if split is None:
+        size *= f32(sym.trade_size * 0.8 / 255.0)
+        size += f32(sym.trade_size * 0.6)
+    else:  # trade sizes in raw shares: a trade count does not change with a split
+        size *= (sym.trade_size * 0.8 / 255.0 / split).astype(f32)[:, None]
+        size += (sym.trade_size * 0.6 / split).astype(f32)[:, None]
     trades = np.divide(volume, size, out=size)
     np.rint(trades, out=trades)
     np.maximum(trades, f32(1.0), out=trades)  # <= volume: mean sizes are >= 36 shares
@@ -700,6 +721,7 @@ def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool
     Z = np.concatenate(z_l) if len(z_l) > 1 else z_l[0]
     log_c, close_c = sym.daily_close(cat["wd"])
     log_p, close_p = sym.daily_close(cat["prev"])
+    split = _split_multipliers(sym.symbol, cat["ord"])
 
     # Sessions shorter than 390 minutes (early closes, a few a year) get their own profile:
     # simulated apart, one pass per length, and patched in below.
@@ -707,7 +729,8 @@ def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool
     for n_min in np.unique(N[N != _MAX_MIN]):
         rows = np.flatnonzero(n_min == N)
         part = _simulate_rows(sym, words[rows], Z[rows], log_c[rows], log_p[rows],
-                              (close_c[rows], close_p[rows]), int(n_min))
+                              (close_c[rows], close_p[rows]), int(n_min),
+                              None if split is None else split[rows])
         short.append((rows, _daily_bars(part, N[rows]) if daily else part))
 
     parts = []
@@ -715,7 +738,8 @@ def _simulate(sym: _Symbol, months: list[tuple[_Month, np.ndarray]], daily: bool
         hi = min(n, lo + _CHUNK)
         cut = slice(lo, hi)
         cols = _simulate_rows(sym, words[cut], Z[cut], log_c[cut], log_p[cut],
-                              (close_c[cut], close_p[cut]), _MAX_MIN)
+                              (close_c[cut], close_p[cut]), _MAX_MIN,
+                              None if split is None else split[cut])
         parts.append(_daily_bars(cols, N[cut]) if daily else cols)
     if len(parts) == 1:
         merged = parts[0]
@@ -780,10 +804,10 @@ def _frame(parts: list[tuple[str, np.ndarray, dict[str, np.ndarray]]]) -> pd.Dat
 
 def _empty_chain() -> pd.DataFrame:
     data: dict[str, Any] = {}
-    for c in OPTION_COLUMNS:
+    for c in OPTION_CHAIN_COLUMNS:
         if c in ("contract_symbol", "option_type"):
             data[c] = pd.Series([], dtype="str")
-        elif c == "expiration":
+        elif c in ("expiration", "open_interest_date"):
             data[c] = pd.Series([], dtype=object)
         elif c in ("volume", "open_interest"):
             data[c] = pd.Series([], dtype="int64")
@@ -791,7 +815,7 @@ def _empty_chain() -> pd.DataFrame:
             data[c] = pd.Series(pd.DatetimeIndex([], tz="UTC").as_unit("ns"))
         else:
             data[c] = pd.Series([], dtype="float64")
-    return pd.DataFrame(data, columns=list(OPTION_COLUMNS))
+    return pd.DataFrame(data, columns=list(OPTION_CHAIN_COLUMNS))
 
 
 def _third_friday(year: int, month: int) -> date:
@@ -802,6 +826,60 @@ def _third_friday(year: int, month: int) -> date:
 def _expiry_session(friday: date) -> date:
     """The Friday itself when it is a session, else the session before it."""
     return friday if mh.is_session(friday) else mh.previous_session(friday)
+
+
+# ---------------------------------------------------------------------------
+# Corporate actions
+# ---------------------------------------------------------------------------
+
+#: Forward splits of the demo: symbol -> (ex-date, shares after / shares before). The daily
+#: model is the split-adjusted path; raw prices before the ex-date are ``ratio`` times it, raw
+#: volumes and trade sizes ``1 / ratio`` (so trade counts keep their size).
+DEMO_SPLITS: dict[str, tuple[date, float]] = {"NVDA": (date(2024, 6, 10), 4.0)}
+#: Quarterly cash dividends of the demo: symbol -> (months, anchor day, amount per share). The
+#: ex-date is the first session on or after the anchor day of each of those months. The raw
+#: path does not drop by the amount (0.1-0.8 % of the price, inside a day's normal move).
+DEMO_DIVIDENDS: dict[str, tuple[tuple[int, ...], int, float]] = {
+    "AAPL": ((2, 5, 8, 11), 10, 0.24),
+    "KO": ((3, 6, 9, 12), 14, 0.485),
+}
+#: Corporate actions are known this many days before their ex-date (the announcement).
+ANNOUNCE_DAYS = 30
+
+
+def _split_multipliers(symbol: str, ordinals: np.ndarray) -> np.ndarray | None:
+    """Raw / adjusted price multiplier of each session (by ordinal), or None when all are 1."""
+    split = DEMO_SPLITS.get(symbol)
+    if split is None or not len(ordinals) or int(np.min(ordinals)) >= split[0].toordinal():
+        return None
+    return np.where(ordinals < split[0].toordinal(), split[1], 1.0)
+
+
+def _first_session_from(day: date) -> date:
+    return day if mh.is_session(day) else mh.next_session(day)
+
+
+def _demo_actions(symbol: str, first: date, last: date) -> list[dict[str, Any]]:
+    """The demo's corporate-action rows of ``symbol`` with an ex-date in ``[first, last]``."""
+    rows: list[dict[str, Any]] = []
+    split = DEMO_SPLITS.get(symbol)
+    if split is not None and first <= split[0] <= last:
+        rows.append({"symbol": symbol, "action_type": "forward_split", "ex_date": split[0],
+                     "ratio": split[1], "source": DemoSource.name})
+    dividend = DEMO_DIVIDENDS.get(symbol)
+    if dividend is not None:
+        months, anchor, amount = dividend
+        lo, hi = mh.EARLIEST_SUPPORTED, mh.LATEST_SUPPORTED
+        for year in range(max(first.year, _EARLIEST.year), last.year + 1):
+            for month in months:
+                day = date(year, month, anchor)
+                if not lo <= day <= hi - timedelta(days=14):
+                    continue
+                ex = _first_session_from(day)
+                if first <= ex <= last:
+                    rows.append({"symbol": symbol, "action_type": "cash_dividend", "ex_date": ex,
+                                 "amount": amount, "source": DemoSource.name})
+    return rows
 
 
 # ---------------------------------------------------------------------------
@@ -820,6 +898,8 @@ class DemoSource:
     """
 
     name = "demo"
+    #: The demo's one "feed": with :attr:`name`, the identity of the series it fills.
+    feed_name = "demo"
 
     def __init__(
         self,
@@ -1051,6 +1131,34 @@ class DemoSource:
             "size": int(sizes[noise % len(sizes)]),
         }
 
+    # -- corporate actions ----------------------------------------------------
+
+    def get_corporate_actions(
+        self,
+        symbols: str | Iterable[str],
+        start: str | date | datetime,
+        end: str | date | datetime,
+    ) -> pd.DataFrame:
+        """The demo's corporate actions of ``symbols`` with an ex-date from ``start`` to ``end``
+        (inclusive), as :func:`cachelib.corporate_actions.actions_frame` rows (``source="demo"``).
+
+        :data:`DEMO_SPLITS` (NVDA 4:1, ex 2024-06-10: its raw prices drop 4x that day) and the
+        quarterly :data:`DEMO_DIVIDENDS` (AAPL, KO). An action is known from
+        :data:`ANNOUNCE_DAYS` days before its ex-date, as an announcement would be.
+        """
+        from cachelib.corporate_actions import actions_frame
+
+        self.requests_made += 1
+        first, last = to_date(start, "start"), to_date(end, "end")
+        if last < first:
+            raise ValueError(f"end ({end!r}) is before start ({start!r})")
+        last = min(last, mh.today_et(self._now()) + timedelta(days=ANNOUNCE_DAYS))
+        rows = []
+        for symbol in normalize_symbols(symbols):
+            if self._serves(symbol) and first <= last:
+                rows.extend(_demo_actions(symbol, first, last))
+        return actions_frame(rows)
+
     # -- options --------------------------------------------------------------
 
     def get_option_chain(
@@ -1059,7 +1167,8 @@ class DemoSource:
         expiration_gte: str | date | None = None,
         expiration_lte: str | date | None = None,
     ) -> pd.DataFrame:
-        """A snapshot of ``underlying``'s option chain as of now (columns OPTION_COLUMNS).
+        """A snapshot of ``underlying``'s option chain as of now (columns OPTION_CHAIN_COLUMNS:
+        OPTION_COLUMNS and ``open_interest_date``, the previous session).
 
         ``snapshot_time`` is now clamped to the end of the last completed minute (the close when
         the market is shut); ``underlying_price`` is that minute's close. Greeks follow
@@ -1162,7 +1271,10 @@ class DemoSource:
         n = len(data["strike"])
         data["underlying_price"] = np.full(n, S)
         data["snapshot_time"] = pd.DatetimeIndex(np.full(n, snap_ns).view("M8[ns]")).tz_localize("UTC")
-        return pd.DataFrame(data, columns=list(OPTION_COLUMNS))
+        counted = np.empty(n, dtype=object)  # open interest is counted overnight: the previous session
+        counted[:] = [mh.previous_session(snap_day)] * n
+        data["open_interest_date"] = counted
+        return pd.DataFrame(data, columns=list(OPTION_CHAIN_COLUMNS))
 
     @staticmethod
     def _expirations(snap_day: date) -> list[tuple[date, bool]]:

@@ -1,6 +1,6 @@
 """Market-data sources: the protocol every source speaks, the Alpaca source, and ``get_source``.
 
-A source answers four questions:
+A source answers five questions:
 
 * :meth:`MarketDataSource.get_bars` – historical bars for many symbols at once, as a frame with a
   ``(symbol, timestamp)`` MultiIndex (timestamps tz-aware UTC, exactly as the vendor stamped them:
@@ -9,9 +9,15 @@ A source answers four questions:
 * :meth:`MarketDataSource.get_option_chain` – the *latest* snapshot of an option chain, with the
   columns :data:`cachelib.bars.OPTION_COLUMNS`.
 * :meth:`MarketDataSource.get_latest_bar` / :meth:`MarketDataSource.get_latest_trade`.
+* :meth:`MarketDataSource.get_corporate_actions` – splits, dividends and symbol changes, as
+  :func:`cachelib.corporate_actions.actions_frame` rows.
+
+Bars from ``get_bars`` are always **raw**: the cache stores them once and adjusts at read time.
+A source's identity is ``name`` plus ``feed_name`` (Alpaca's feed; ``"demo"`` for the demo).
 
 :class:`AlpacaSource` talks to Alpaca through the real alpaca-py SDK (``StockHistoricalDataClient``,
-``OptionHistoricalDataClient``): the SDK builds the requests and follows ``next_page_token``.
+``OptionHistoricalDataClient``, ``CorporateActionsClient``, and ``TradingClient`` for the option
+contracts that carry open interest): the SDK builds the requests and follows ``next_page_token``.
 Every HTTP request goes through :meth:`AlpacaSource._send`, which owns the network policy:
 
 * one client-side rate limit, counting every request (pages and retries);
@@ -79,6 +85,8 @@ __all__ = [
     "SUPPORTED_TIMEFRAMES",
     "KEY_ENV_VARS",
     "DATA_URL_ENV",
+    "TRADING_URL_ENV",
+    "OPTION_CHAIN_COLUMNS",
     "check_timeframe",
     "request_window",
     "empty_bars_frame",
@@ -111,6 +119,8 @@ KEY_ENV_VARS: tuple[tuple[str, str], ...] = (
 )
 #: Environment variable overriding Alpaca's market-data base URL (tests point it at a loopback server).
 DATA_URL_ENV = "APCA_API_DATA_URL"
+#: Alpaca's conventional environment variable for the trading API base URL (option contracts).
+TRADING_URL_ENV = "APCA_API_BASE_URL"
 
 _KEY_HINT = (
     "set APCA_API_KEY_ID and APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_SECRET_KEY), "
@@ -228,9 +238,18 @@ class UnsupportedTimeframe(ValueError):
 
 @runtime_checkable
 class MarketDataSource(Protocol):
-    """What every market-data source offers (Alpaca, demo, replay...)."""
+    """What every market-data source offers (Alpaca, demo, replay...).
+
+    ``name`` and ``feed_name`` together identify the series a source fills (``"alpaca"`` with
+    ``"iex"``/``"sip"``/..., ``"demo"`` with ``"demo"``). ``get_bars`` returns raw (unadjusted)
+    bars; ``get_corporate_actions`` the actions to adjust them with (columns
+    :data:`cachelib.corporate_actions.ACTION_COLUMNS`, ``source`` = ``name``).
+    """
 
     name: str
+
+    @property
+    def feed_name(self) -> str: ...
 
     def get_bars(
         self,
@@ -250,6 +269,13 @@ class MarketDataSource(Protocol):
     def get_latest_bar(self, symbol: str) -> dict | None: ...
 
     def get_latest_trade(self, symbol: str) -> dict | None: ...
+
+    def get_corporate_actions(
+        self,
+        symbols: str | Iterable[str],
+        start: str | date | datetime,
+        end: str | date | datetime,
+    ) -> pd.DataFrame: ...
 
 
 # ---------------------------------------------------------------------------
@@ -313,6 +339,12 @@ def empty_bars_frame() -> pd.DataFrame:
     return _bars_frame([], pd.DatetimeIndex([], tz="UTC").as_unit("ns"), {})
 
 
+#: Columns of a source's option chain: OPTION_COLUMNS plus the date the open interest was
+#: counted on (a ``datetime.date`` or None). Kept apart until the store's table has the column.
+OPTION_CHAIN_COLUMNS: tuple[str, ...] = (
+    OPTION_COLUMNS if "open_interest_date" in OPTION_COLUMNS else (*OPTION_COLUMNS, "open_interest_date")
+)
+
 _OPTION_FLOAT_COLUMNS = (
     "strike", "bid", "ask", "last", "volume", "open_interest", "implied_volatility",
     "delta", "gamma", "theta", "vega", "rho", "underlying_price",
@@ -321,24 +353,24 @@ _OPTION_FLOAT_COLUMNS = (
 
 def _option_frame(rows: list[dict]) -> pd.DataFrame:
     data: dict[str, Any] = {}
-    for name in OPTION_COLUMNS:
-        values = [row[name] for row in rows]
+    for name in OPTION_CHAIN_COLUMNS:
+        values = [row.get(name) for row in rows]
         if name in _OPTION_FLOAT_COLUMNS:
             data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
         elif name == "snapshot_time":
             stamps = pd.to_datetime(values, utc=True) if values else pd.DatetimeIndex([], tz="UTC")
             data[name] = pd.DatetimeIndex(stamps).as_unit("ns")
-        elif name == "expiration":
+        elif name in ("expiration", "open_interest_date"):
             column = np.empty(len(values), dtype=object)
             column[:] = values
             data[name] = column
         else:
             data[name] = pd.array(values, dtype="str")
-    return pd.DataFrame(data, columns=list(OPTION_COLUMNS))
+    return pd.DataFrame(data, columns=list(OPTION_CHAIN_COLUMNS))
 
 
 def empty_option_chain() -> pd.DataFrame:
-    """The canonical empty answer of ``get_option_chain`` (columns OPTION_COLUMNS)."""
+    """The canonical empty answer of ``get_option_chain`` (columns OPTION_CHAIN_COLUMNS)."""
     return _option_frame([])
 
 
@@ -557,7 +589,7 @@ def _deadline_session() -> Any:
 #: The alpaca-py version this adapter was written and tested against (constraints.txt pins it).
 ALPACA_SDK_VERSION = "0.44.0"
 
-_CLIENT_CLASSES: tuple[type, type] | None = None
+_CLIENT_CLASSES: tuple[type, type, type, type] | None = None
 
 
 def _sdk_contract_problems(rest_client: type | None = None) -> list[str]:
@@ -581,18 +613,34 @@ def _sdk_contract_problems(rest_client: type | None = None) -> list[str]:
     if pager is None:
         problems.append("RESTClient._get_marketdata (the pager) is gone")
     else:
-        try:
-            text = inspect.getsource(pager)
-        except (OSError, TypeError):
-            text = None  # no source shipped: nothing more to check, the version pin stands
+        text = _source_text(pager)
         if text is not None and ("self.get(" not in text or "next_page_token" not in text):
             problems.append("RESTClient._get_marketdata no longer fetches its pages through "
                             "self.get() following next_page_token")
+    if rest_client.__module__ == "alpaca.common.rest":  # the real SDK: check its two other clients
+        from alpaca.data.historical.corporate_actions import CorporateActionsClient
+        from alpaca.trading.client import TradingClient
+
+        for method, needle in ((CorporateActionsClient.get_corporate_actions, "self._get_marketdata("),
+                               (TradingClient.get_option_contracts, "self.get(")):
+            text = _source_text(method)
+            if text is not None and needle not in text:
+                problems.append(f"{method.__qualname__} no longer sends its request through {needle})")
     return problems
 
 
-def _client_classes() -> tuple[type, type]:
-    """SDK client subclasses whose ``get`` goes through :meth:`AlpacaSource._get`.
+def _source_text(function: Any) -> str | None:
+    """The source of an SDK function, or None when none is shipped (the version pin stands)."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return None
+
+
+def _client_classes() -> tuple[type, type, type, type]:
+    """SDK client subclasses whose ``get`` goes through :meth:`AlpacaSource._get`: stock and
+    option market data, corporate actions (market-data host, ``v1``) and the trading API's
+    option contracts (trading host, ``v2``).
 
     Built lazily so importing this module (e.g. for the demo source) does not import alpaca-py.
     Another alpaca-py version is accepted with a warning while :func:`_sdk_contract_problems`
@@ -601,8 +649,10 @@ def _client_classes() -> tuple[type, type]:
     global _CLIENT_CLASSES
     if _CLIENT_CLASSES is None:
         import alpaca
+        from alpaca.data.historical.corporate_actions import CorporateActionsClient
         from alpaca.data.historical.option import OptionHistoricalDataClient
         from alpaca.data.historical.stock import StockHistoricalDataClient
+        from alpaca.trading.client import TradingClient
 
         version = getattr(alpaca, "__version__", "unknown")
         if version != ALPACA_SDK_VERSION:
@@ -624,8 +674,11 @@ def _client_classes() -> tuple[type, type]:
 
             _cachelib_source: AlpacaSource
             _cachelib_api_version: str
+            _cachelib_base_url: str | None = None  # None: the market-data base URL
 
             def get(self, path: str, data: Any = None, **kwargs: Any) -> dict:
+                if self._cachelib_base_url is not None:
+                    kwargs.setdefault("base_url", self._cachelib_base_url)
                 return self._cachelib_source._get(self._cachelib_api_version, path, data, **kwargs)
 
         class _StockClient(_Routed, StockHistoricalDataClient):
@@ -634,7 +687,13 @@ def _client_classes() -> tuple[type, type]:
         class _OptionClient(_Routed, OptionHistoricalDataClient):
             _cachelib_api_version = "v1beta1"
 
-        _CLIENT_CLASSES = (_StockClient, _OptionClient)
+        class _CorporateClient(_Routed, CorporateActionsClient):
+            _cachelib_api_version = "v1"
+
+        class _TradingClient(_Routed, TradingClient):
+            _cachelib_api_version = "v2"
+
+        _CLIENT_CLASSES = (_StockClient, _OptionClient, _CorporateClient, _TradingClient)
     return _CLIENT_CLASSES
 
 
@@ -649,6 +708,14 @@ class _CallContext:
         self.empty_pages = 0  # pages in a row with a token but no data
         self.tokens: set[str] = set()
         self.retry_spent = 0.0  # seconds of waits and failed attempts
+
+
+def _check_url(what: str, url: Any) -> str:
+    """``url`` without a trailing slash if it is an http(s) URL; a ``ValueError`` naming
+    ``what`` otherwise."""
+    if not isinstance(url, str) or urlsplit(url.strip()).scheme not in ("http", "https"):
+        raise ValueError(f"{what} must be a URL starting with http:// or https://, got {url!r}")
+    return url.strip().rstrip("/")
 
 
 def _retry_after_seconds(value: str) -> float | None:
@@ -686,8 +753,18 @@ class AlpacaSource:
         Market-data base URL (default: env ``APCA_API_DATA_URL``, else Alpaca's).
     feed:
         Stock feed, one of alpaca's ``DataFeed`` values (iex, sip, delayed_sip, otc, boats, overnight).
+        Part of a series' identity (:attr:`feed_name`): bars of different feeds never mix.
     adjustment:
-        raw, split, dividend or all.
+        raw, split, dividend or all, used **only** by :meth:`get_bars_adjusted` (direct,
+        uncached requests). :meth:`get_bars`, which fills the cache, always asks for raw bars:
+        the cache adjusts at read time from the corporate actions. A non-raw value logs one
+        warning when the source is built.
+    trading_url:
+        Base URL of Alpaca's trading API, which lists option contracts (open interest). Default:
+        env ``APCA_API_BASE_URL``; else ``url_override`` when one is given (a stand-in that
+        fronts every Alpaca API, like the tests' stub); else the paper or live host (``paper``).
+    paper:
+        With no trading URL given: True for paper-trading keys (Alpaca's default), False for live.
     max_requests_per_minute:
         Client-side limit over every HTTP request (pages and retries included). None/0: no limit.
     max_retries:
@@ -739,6 +816,8 @@ class AlpacaSource:
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS,
         max_pages: int = DEFAULT_MAX_PAGES,
+        trading_url: str | None = None,
+        paper: bool = True,
     ) -> None:
         from alpaca.common.enums import BaseURL
         from alpaca.common.utils import get_default_user_agent
@@ -787,13 +866,17 @@ class AlpacaSource:
             raise ValueError(f"url_override must be a URL string, got {url_override!r}")
         self.url_override = (url_override or os.environ.get(DATA_URL_ENV, "").strip() or None)
         if self.url_override:
-            self.url_override = self.url_override.rstrip("/")
-            if urlsplit(self.url_override).scheme not in ("http", "https"):
-                raise ValueError(
-                    f"url_override (or {DATA_URL_ENV}) must start with http:// or https://, "
-                    f"got {self.url_override!r}"
-                )
+            self.url_override = _check_url(f"url_override (or {DATA_URL_ENV})", self.url_override)
         self._base_url = self.url_override or BaseURL.DATA.value
+        self.trading_url = _check_url(
+            "trading_url (or " + TRADING_URL_ENV + ")",
+            trading_url or os.environ.get(TRADING_URL_ENV, "").strip() or self.url_override
+            or (BaseURL.TRADING_PAPER.value if paper else BaseURL.TRADING_LIVE.value))
+        if self.adjustment is not Adjustment.RAW:
+            logger.warning(
+                "AlpacaSource(adjustment=%r): only get_bars_adjusted() (direct, uncached requests) "
+                "uses it; get_bars(), which fills the cache, always asks Alpaca for raw bars and "
+                "the cache adjusts them at read time", self.adjustment.value)
         self._headers = {
             "APCA-API-KEY-ID": api_key,
             "APCA-API-SECRET-KEY": secret_key,
@@ -806,15 +889,26 @@ class AlpacaSource:
         self._local = threading.local()  # .call: the _CallContext of this thread's current call
         self._http = _deadline_session()
 
-        stock_cls, option_cls = _client_classes()
+        stock_cls, option_cls, corporate_cls, trading_cls = _client_classes()
         self._stock = stock_cls(api_key=api_key, secret_key=secret_key, raw_data=True,
                                 url_override=self.url_override)
         self._option = option_cls(api_key=api_key, secret_key=secret_key, raw_data=True,
                                   url_override=self.url_override)
-        for client in (self._stock, self._option):
+        self._corporate = corporate_cls(api_key=api_key, secret_key=secret_key, raw_data=True,
+                                        url_override=self.url_override)
+        self._trading = trading_cls(api_key=api_key, secret_key=secret_key, raw_data=True,
+                                    url_override=self.trading_url)
+        self._trading._cachelib_base_url = self.trading_url
+        for client in (self._stock, self._option, self._corporate, self._trading):
             client._cachelib_source = self
 
     # -- bookkeeping ---------------------------------------------------------------------
+
+    @property
+    def feed_name(self) -> str:
+        """The feed of this source's bars (``"iex"``, ``"sip"``, ``"delayed_sip"``...): with
+        :attr:`name`, the identity of the series it fills."""
+        return str(self.feed.value)
 
     @property
     def requests_made(self) -> int:
@@ -1064,11 +1158,40 @@ class AlpacaSource:
         end: str | date | datetime,
         timeframe: str = "1Day",
     ) -> pd.DataFrame:
-        """Bars for every symbol in one paginated request (see the module docstring for the shape)."""
+        """**Raw** bars for every symbol in one paginated request (see the module docstring for
+        the shape). Always ``adjustment=raw``, whatever the source was built with: this is what
+        fills the cache, which adjusts at read time."""
+        return self._fetch_bars(symbols, start, end, timeframe, "raw")
+
+    def get_bars_adjusted(
+        self,
+        symbols: str | Iterable[str],
+        start: str | date | datetime,
+        end: str | date | datetime,
+        timeframe: str = "1Day",
+        adjustment: str | None = None,
+    ) -> pd.DataFrame:
+        """Bars adjusted by Alpaca (``adjustment``: raw, split, dividend or all; default the
+        source's ``adjustment``), for a direct, **uncached** request.
+
+        Never store these: Alpaca adjusts as of today, so they go stale at the next split or
+        dividend. The cache keeps raw bars and adjusts them as of any date instead.
+        """
+        return self._fetch_bars(symbols, start, end, timeframe,
+                                self.adjustment.value if adjustment is None else adjustment)
+
+    def _fetch_bars(self, symbols: str | Iterable[str], start: str | date | datetime,
+                    end: str | date | datetime, timeframe: str, adjustment: str) -> pd.DataFrame:
+        from alpaca.data.enums import Adjustment
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
         tf = parse_timeframe(check_timeframe(timeframe))
+        try:
+            adjust = Adjustment(str(adjustment).strip().lower())
+        except ValueError:
+            raise ValueError(f"unknown adjustment {adjustment!r}: use one of "
+                             f"{', '.join(a.value for a in Adjustment)}") from None
         syms = normalize_symbols(symbols)
         start_dt, end_dt = request_window(start, end)
         if not syms:
@@ -1080,7 +1203,7 @@ class AlpacaSource:
             start=start_dt,
             end=end_dt,
             feed=self.feed,
-            adjustment=self.adjustment,
+            adjustment=adjust,
         )
         raw = self._call(self._stock.get_stock_bars, request, "stock bars")
         frame = _parse_bars(raw)
@@ -1095,7 +1218,14 @@ class AlpacaSource:
         expiration_gte: str | date | None = None,
         expiration_lte: str | date | None = None,
     ) -> pd.DataFrame:
-        """The latest snapshot of every contract on ``underlying`` (columns OPTION_COLUMNS)."""
+        """The latest snapshot of every contract on ``underlying`` (columns
+        :data:`OPTION_CHAIN_COLUMNS`).
+
+        Snapshots carry no open interest: ``open_interest`` and ``open_interest_date`` (the
+        session it was counted on, usually the previous one) come from the trading API's option
+        contracts listing, one paginated request per chain. When that listing is unavailable
+        (keys not valid there, host unreachable) both stay empty and a warning says why.
+        """
         from alpaca.data.requests import OptionChainRequest
 
         sym = normalize_symbol(underlying)
@@ -1115,6 +1245,7 @@ class AlpacaSource:
         if not raw:
             return empty_option_chain()
         underlying_price = self._underlying_price(sym)
+        interest = self._open_interest(sym, gte, lte)
         now = now_utc()
         rows = []
         skipped = 0
@@ -1126,11 +1257,91 @@ class AlpacaSource:
                 continue
             if (gte and expiration < gte) or (lte and expiration > lte):
                 continue
-            rows.append(_option_row(contract, snap, expiration, option_type, strike, underlying_price, now))
+            row = _option_row(contract, snap, expiration, option_type, strike, underlying_price, now)
+            row["open_interest"], row["open_interest_date"] = interest.get(row["contract_symbol"], (None, None))
+            rows.append(row)
         if skipped:
             logger.warning("option chain %s: skipped %d contract(s) with non-OCC symbols", sym, skipped)
         rows.sort(key=lambda r: (r["expiration"], r["strike"], r["option_type"], r["contract_symbol"]))
         return _option_frame(rows)
+
+    def _open_interest(self, underlying: str, gte: date | None,
+                       lte: date | None) -> dict[str, tuple[float | None, date | None]]:
+        """``{contract: (open interest, its date)}`` from ``GET /v2/options/contracts`` (all
+        pages, one call); empty with a warning when the trading API cannot be used."""
+        from alpaca.trading.requests import GetOptionContractsRequest
+
+        request = GetOptionContractsRequest(underlying_symbols=[underlying], expiration_date_gte=gte,
+                                            expiration_date_lte=lte, limit=OPTION_CONTRACTS_PAGE_SIZE)
+
+        def every_page(first: Any) -> dict[str, tuple[float | None, date | None]]:
+            found: dict[str, tuple[float | None, date | None]] = {}
+            page = first
+            while True:
+                raw = self._trading.get_option_contracts(page)
+                if not isinstance(raw, dict):
+                    raise MalformedResponseError("option contracts: the answer is not an object")
+                found.update(_parse_option_contracts(raw.get("option_contracts")))
+                token = raw.get("next_page_token")
+                if token is None:
+                    return found
+                page = page.model_copy(update={"page_token": token})
+
+        try:
+            return self._call(every_page, request, "option contracts")
+        except MalformedResponseError:
+            raise
+        except SourceError as exc:
+            hint = (f" (keys for live trading need {TRADING_URL_ENV}=https://api.alpaca.markets or "
+                    "paper=False)" if isinstance(exc, AuthenticationError) else "")
+            logger.warning("no open interest for %s: the option contracts listing on %s failed: %s%s",
+                           underlying, self.trading_url, exc, hint)
+            return {}
+
+    # -- corporate actions ---------------------------------------------------------------
+
+    def get_corporate_actions(
+        self,
+        symbols: str | Iterable[str],
+        start: str | date | datetime,
+        end: str | date | datetime,
+    ) -> pd.DataFrame:
+        """Splits, reverse splits, cash and stock dividends and name changes of ``symbols`` with
+        an ex-date (for a name change, its effective date) from ``start`` to ``end`` inclusive,
+        as :func:`cachelib.corporate_actions.actions_frame` rows with ``source="alpaca"``.
+
+        One paginated ``GET /v1/corporate-actions`` for all symbols (pages of
+        :data:`CORPORATE_ACTIONS_PAGE_SIZE`, Alpaca's maximum; symbol lists longer than
+        :data:`CORPORATE_ACTIONS_SYMBOLS_PER_REQUEST` are split). Other action types (spin-offs,
+        mergers, redemptions...) are not asked for, and ignored with a debug log if sent anyway.
+        Two cash dividends of one symbol on one ex-date (a regular and a special one) are summed.
+        """
+        from alpaca.data.enums import CorporateActionsType
+        from alpaca.data.requests import CorporateActionsRequest
+
+        from cachelib.corporate_actions import actions_frame
+
+        syms = normalize_symbols(symbols)
+        first, last = to_date(start, "start"), to_date(end, "end")
+        if last < first:
+            raise ValueError(f"end ({end!r}) is before start ({start!r})")
+        rows: list[dict[str, Any]] = []
+        step = CORPORATE_ACTIONS_SYMBOLS_PER_REQUEST
+        for i in range(0, len(syms), step):
+            group = syms[i:i + step]
+            request = CorporateActionsRequest(
+                symbols=group,
+                types=[CorporateActionsType(t) for t in _ALPACA_ACTION_KEYS.values()],
+                start=first,
+                end=last,
+                limit=None,  # the SDK's default 1000 would cap the whole call, not one page
+            )
+            raw = self._call(self._corporate.get_corporate_actions, request, "corporate actions")
+            rows.extend(_parse_corporate_actions(raw, set(group), first, last, self.name))
+        try:
+            return actions_frame(_merge_actions(rows))
+        except ValueError as exc:
+            raise MalformedResponseError(f"corporate actions: {exc}") from None
 
     def _underlying_price(self, symbol: str) -> float | None:
         try:
@@ -1203,6 +1414,173 @@ class AlpacaSource:
 # ---------------------------------------------------------------------------
 # Parsing Alpaca JSON
 # ---------------------------------------------------------------------------
+
+#: Option contracts per page of ``GET /v2/options/contracts`` (Alpaca's maximum).
+OPTION_CONTRACTS_PAGE_SIZE = 10_000
+#: Corporate actions per page of ``GET /v1/corporate-actions`` (Alpaca's maximum; the SDK's too).
+CORPORATE_ACTIONS_PAGE_SIZE = 1_000
+#: Symbols per corporate-actions request (keeps the URL far below common 8 KB limits).
+CORPORATE_ACTIONS_SYMBOLS_PER_REQUEST = 500
+
+#: Alpaca's corporate-action list keys we handle -> our ``action_type``.
+_ALPACA_ACTION_KEYS: dict[str, str] = {
+    "forward_splits": "forward_split",
+    "reverse_splits": "reverse_split",
+    "cash_dividends": "cash_dividend",
+    "stock_dividends": "stock_dividend",
+    "name_changes": "name_change",
+}
+
+
+def _action_field(item: Mapping[str, Any], key: str, where: str) -> Any:
+    value = item.get(key)
+    if value is None:
+        raise MalformedResponseError(f"corporate actions: {where} lacks the field {key!r}")
+    return value
+
+
+def _action_symbol(item: Mapping[str, Any], key: str, where: str) -> str:
+    value = _action_field(item, key, where)
+    try:
+        return normalize_symbol(value)
+    except ValueError as exc:
+        raise MalformedResponseError(f"corporate actions: field {key!r} of {where}: {exc}") from None
+
+
+def _action_date(item: Mapping[str, Any], key: str, where: str) -> date:
+    value = _action_field(item, key, where)
+    try:
+        if not isinstance(value, str) or len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise MalformedResponseError(
+            f"corporate actions: field {key!r} of {where} is not a YYYY-MM-DD date: {_snippet(value)}"
+        ) from None
+
+
+def _action_rate(item: Mapping[str, Any], key: str, where: str) -> float:
+    value = _number(_action_field(item, key, where), key, where=f" of {where}")
+    assert value is not None
+    if not (math.isfinite(value) and value > 0):
+        raise MalformedResponseError(
+            f"corporate actions: field {key!r} of {where} must be a positive finite number, got {value!r}")
+    return value
+
+
+def _parse_corporate_actions(raw: Any, symbols: set[str], first: date, last: date,
+                             source: str) -> list[dict[str, Any]]:
+    """Alpaca's ``{"forward_splits": [...], ...}`` -> rows for ``actions_frame``.
+
+    Keeps the actions of ``symbols`` (a name change when its old or new symbol is asked for)
+    dated within ``[first, last]``; a missing or malformed field is a
+    :class:`MalformedResponseError` naming it.
+    """
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise MalformedResponseError("corporate actions: 'corporate_actions' is not an object")
+    rows: list[dict[str, Any]] = []
+    for key, items in raw.items():
+        kind = _ALPACA_ACTION_KEYS.get(key)
+        if kind is None:
+            logger.debug("corporate actions: ignoring %s (%s): not modelled",
+                         _snippet(key, 40, raw=True), len(items) if isinstance(items, list) else "?")
+            continue
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise MalformedResponseError(f"corporate actions: {key!r} is not a list")
+        for n, item in enumerate(items):
+            where = f"{key}[{n}]"
+            if not isinstance(item, dict):
+                raise MalformedResponseError(f"corporate actions: {where} is not an object")
+            row: dict[str, Any] = {"action_type": kind, "source": source}
+            if kind == "name_change":
+                row["symbol"] = _action_symbol(item, "old_symbol", where)
+                row["new_symbol"] = _action_symbol(item, "new_symbol", where)
+                row["ex_date"] = _action_date(item, "process_date", where)
+                wanted = row["symbol"] in symbols or row["new_symbol"] in symbols
+            else:
+                row["symbol"] = _action_symbol(item, "symbol", where)
+                row["ex_date"] = _action_date(item, "ex_date", where)
+                wanted = row["symbol"] in symbols
+                if kind in ("forward_split", "reverse_split"):
+                    row["ratio"] = _action_rate(item, "new_rate", where) / _action_rate(item, "old_rate", where)
+                elif kind == "stock_dividend":
+                    row["ratio"] = 1.0 + _action_rate(item, "rate", where)
+                else:
+                    row["amount"] = _action_rate(item, "rate", where)
+            if wanted and first <= row["ex_date"] <= last:
+                rows.append(row)
+    return rows
+
+
+def _merge_actions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ``(symbol, action_type, ex_date)``: cash dividends on one ex-date are summed
+    (regular plus special), identical repeats dropped; a conflicting repeat stays for
+    ``actions_frame`` to refuse."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    extra: list[dict[str, Any]] = []
+    for row in rows:
+        key = (row["symbol"], row["action_type"], row["ex_date"])
+        seen = out.get(key)
+        if seen is None:
+            out[key] = row
+        elif row["action_type"] == "cash_dividend":
+            seen["amount"] = seen["amount"] + row["amount"]
+            logger.info("corporate actions: two cash dividends of %s on %s, summed", key[0], key[2])
+        elif row != seen:
+            extra.append(row)
+    return [*out.values(), *extra]
+
+
+def _open_interest_value(value: Any, where: str) -> float | None:
+    """Alpaca's ``open_interest`` (a string of digits, sometimes a number) as a float."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise MalformedResponseError(
+                f"field 'open_interest' of {where} is not a whole number: {_snippet(value)}")
+        return float(int(text))
+    count = _count(value, "open_interest", f" of {where}")
+    if count is not None and count < 0:
+        raise MalformedResponseError(f"field 'open_interest' of {where} is negative: {count}")
+    return None if count is None else float(count)
+
+
+def _parse_option_contracts(items: Any) -> dict[str, tuple[float | None, date | None]]:
+    """``option_contracts`` of one page -> ``{contract symbol: (open interest, its date)}``."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise MalformedResponseError("option contracts: 'option_contracts' is not a list")
+    found: dict[str, tuple[float | None, date | None]] = {}
+    for n, item in enumerate(items):
+        where = f"option contract {n}"
+        if not isinstance(item, dict):
+            raise MalformedResponseError(f"option contracts: {where} is not an object")
+        symbol = item.get("symbol")
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise MalformedResponseError(f"option contracts: field 'symbol' of {where} is missing")
+        where = f"option contract {_snippet(symbol, 40, raw=True)}"
+        interest = _open_interest_value(item.get("open_interest"), where)
+        when = item.get("open_interest_date")
+        day: date | None = None
+        if when is not None:
+            try:
+                if not isinstance(when, str) or len(when) != 10:
+                    raise ValueError
+                day = date.fromisoformat(when)
+            except ValueError:
+                raise MalformedResponseError(
+                    f"field 'open_interest_date' of {where} is not a YYYY-MM-DD date: {_snippet(when)}"
+                ) from None
+        found[symbol.strip().upper()] = (interest, day if interest is not None else None)
+    return found
+
 
 
 _INT64_MAX = 2**63 - 1
@@ -1368,7 +1746,7 @@ def _option_row(contract: str, snap: Any, expiration: date, option_type: str, st
         "ask": _number(quote.get("ap"), "ap", optional=True),
         "last": _number(trade.get("p"), "p", optional=True),
         "volume": _number(daily.get("v"), "v", optional=True),
-        "open_interest": _number(snap.get("openInterest"), "openInterest", optional=True),
+        "open_interest": None,  # not in snapshots: from the option contracts listing
         "implied_volatility": _number(snap.get("impliedVolatility"), "impliedVolatility", optional=True),
         "delta": _number(greeks.get("delta"), "delta", optional=True),
         "gamma": _number(greeks.get("gamma"), "gamma", optional=True),

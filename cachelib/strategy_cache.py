@@ -172,20 +172,20 @@ class StrategyCache:
     frozen :class:`RunAnchor`. Both are ``None`` between runs.
     """
 
-    __slots__ = ("_current_cache", "_current_anchor")
+    __slots__ = ("_tick_cache", "_current_anchor")
 
     def __init__(self) -> None:
-        self._current_cache: StrategyCacheType | None = None
+        self._tick_cache: StrategyCacheType | None = None
         self._current_anchor: RunAnchor | None = None
 
     def __repr__(self) -> str:
-        state = "active" if self._current_cache is not None else "idle"
+        state = "active" if self._tick_cache is not None else "idle"
         return f"<StrategyCache {state}>"
 
     @property
     def is_active(self) -> bool:
         """``True`` between ``start_run()`` and ``clear()``."""
-        return self._current_cache is not None
+        return self._tick_cache is not None
 
     def start_run(
         self,
@@ -210,7 +210,7 @@ class StrategyCache:
         >>> cache.get_run_anchor().strategy_id
         'sma_crossover'
         """
-        if self._current_cache is not None:
+        if self._tick_cache is not None:
             raise CacheAlreadyConfiguredError("Cache already configured. Call clear() first.")
         if type(tick_cache) is not dict and not isinstance(tick_cache, dict):
             raise TypeError(f"tick_cache must be a dict, got {type(tick_cache).__name__}")
@@ -241,7 +241,7 @@ class StrategyCache:
         _set_extra(anchor, None)
         _set_private(anchor, None)
         self._current_anchor = anchor
-        self._current_cache = tick_cache
+        self._tick_cache = tick_cache
 
     def get_run_anchor(self) -> RunAnchor:
         """The current run's frozen anchor.
@@ -263,14 +263,14 @@ class StrategyCache:
             CacheNotConfiguredError: no run is active.
             TypeError: ``dto`` is not a pydantic ``BaseModel``.
         """
-        cache = self._current_cache
-        if cache is None:
+        tick_cache = self._tick_cache
+        if tick_cache is None:
             raise CacheNotConfiguredError("Cannot set DTO - cache not configured. Call start_run() first.")
         if not isinstance(dto, BaseModel):
             raise TypeError(f"dto must be Pydantic BaseModel, got {type(dto).__name__}")
-        dtos = cache.get(key)
+        dtos = tick_cache.get(key)
         if dtos is None:
-            cache[key] = [dto]
+            tick_cache[key] = [dto]
         else:
             dtos.append(dto)
 
@@ -281,10 +281,10 @@ class StrategyCache:
             CacheNotConfiguredError: no run is active.
             InvalidDTOTypeError: a stored DTO is not an instance of ``dto_type``.
         """
-        cache = self._current_cache
-        if cache is None:
+        tick_cache = self._tick_cache
+        if tick_cache is None:
             raise CacheNotConfiguredError("Cannot get DTOs - cache not configured. Call start_run() first.")
-        dtos = cache.get(key)
+        dtos = tick_cache.get(key)
         if not dtos:
             return []
         for dto in dtos:
@@ -301,14 +301,14 @@ class StrategyCache:
         Raises:
             CacheNotConfiguredError: no run is active.
         """
-        cache = self._current_cache
-        if cache is None:
+        tick_cache = self._tick_cache
+        if tick_cache is None:
             raise CacheNotConfiguredError("Cannot check DTO - cache not configured. Call start_run() first.")
-        return bool(cache.get(key))
+        return bool(tick_cache.get(key))
 
     def clear(self) -> None:
         """Reset to the initial state. Safe to call any number of times."""
-        self._current_cache = None
+        self._tick_cache = None
         self._current_anchor = None
 
 

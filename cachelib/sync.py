@@ -354,7 +354,7 @@ def _store_call(
     source: str,
     asset_type: str,
 ) -> None:
-    """Validate one call's rows and write each symbol (bars + coverage) in one transaction."""
+    """Validate one call's rows and write every symbol's bars and coverage in one transaction."""
     if frame is None or not isinstance(frame, pd.DataFrame):
         raise ValueError(f"source {source!r} returned {type(frame).__name__}, not a DataFrame")
     missing_cols = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
@@ -370,6 +370,8 @@ def _store_call(
             if sym in symbols:
                 by_symbol[sym] = frame.iloc[pos].droplevel("symbol")
     tf = parse_timeframe(timeframe)
+    goods: dict[str, pd.DataFrame] = {}
+    coverage: list[tuple[str, list[date], dict[date, int]]] = []
     for sym in symbols:
         bars = by_symbol.get(sym)
         stats = report.per_symbol[sym]
@@ -398,15 +400,19 @@ def _store_call(
                 rows_per_day[_EPOCH + timedelta(days=n)] = k
             for when, reason in rejected:
                 report.reject(sym, when, reason)
-        with cache.atomic():
-            written = cache.set(sym, good, source=source, asset_type=asset_type, timeframe=timeframe) \
-                if good is not None and len(good) else 0
-            done_days = [d for d in days if d in finished and d not in tainted]
-            if done_days:
-                cache.record_coverage(sym, done_days, source=source, timeframe=timeframe,
-                                      asset_type=asset_type, rows_per_session=rows_per_day)
-        stats["rows_written"] += written
-        report.rows_written += written
+        if good is not None and len(good):
+            goods[sym] = good
+        done_days = [d for d in days if d in finished and d not in tainted]
+        if done_days:
+            coverage.append((sym, done_days, rows_per_day))
+    with cache.atomic():
+        cache.set_many(goods, source=source, asset_type=asset_type, timeframe=timeframe)
+        for sym, done_days, rows_per_day in coverage:
+            cache.record_coverage(sym, done_days, source=source, timeframe=timeframe,
+                                  asset_type=asset_type, rows_per_session=rows_per_day)
+    for sym, good in goods.items():  # set_many wrote every validated row
+        report.per_symbol[sym]["rows_written"] += len(good)
+        report.rows_written += len(good)
 
 
 def sync_option_chains(

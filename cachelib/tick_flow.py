@@ -59,6 +59,7 @@ from cachelib.strategy_cache import (
     _set_private,
     strategy_cache,
 )
+from cachelib.trade import Trade, trade_pnl
 
 __all__ = [
     # DTOs
@@ -320,40 +321,6 @@ class Fill(_DTO):
     _utc = _utc_fields("timestamp")
 
 
-class Trade(_DTO):
-    """A closed round trip: one row of the ``trade_history`` table.
-
-    * ``entry_date`` / ``exit_date``: aware UTC instants of the fills. A fill at a bar's open
-      is stamped with the bar's start; a ``session_close`` exit at the last bar's close is
-      stamped with that bar's end (its start + the bar interval).
-    * ``realized_pnl = (exit_price - entry_price) * quantity``;
-      ``realized_pnl_pct = (exit_price / entry_price - 1) * 100``;
-      ``holding_period_hours = (exit_date - entry_date)`` in hours.
-    * ``max_profit_pct`` / ``max_drawdown_pct``: the best and worst excursion while open, in
-      percent of the entry price (``>= 0`` and ``<= 0``), see :class:`ExecutionWorker`.
-    """
-
-    trade_id: str
-    symbol: str
-    entry_date: datetime
-    entry_price: float
-    quantity: float
-    exit_date: datetime
-    exit_price: float
-    exit_reason: str
-    realized_pnl: float
-    realized_pnl_pct: float
-    holding_period_hours: float
-    strategy_name: str
-    signal_strength: str
-    signal_confidence: float
-    broker_account: str = "backtest"
-    max_profit_pct: float
-    max_drawdown_pct: float
-
-    _utc = _utc_fields("entry_date", "exit_date")
-
-
 class SessionEnd(_DTO):
     """Handed to a strategy's session-end hook after the last bar of a session."""
 
@@ -562,13 +529,13 @@ class TickCacheManager:
         backtest_mode: bool = False,
     ) -> None:
         self._bus = bus
-        self._cache: IStrategyCache = strategy_cache if cache is None else cache
+        self._strategy_cache: IStrategyCache = strategy_cache if cache is None else cache
         self.run_id = uuid4().hex if run_id is None else run_id
         self.strategy_id = strategy_id
         self.backtest_mode = backtest_mode
         # bound once: on_raw_tick runs for every bar
-        self._start_run = self._cache.start_run
-        self._clear = self._cache.clear
+        self._start_run = self._strategy_cache.start_run
+        self._clear = self._strategy_cache.clear
         self._dispatch = bus._dispatch
 
     @property
@@ -577,7 +544,7 @@ class TickCacheManager:
 
     @property
     def cache(self) -> IStrategyCache:
-        return self._cache
+        return self._strategy_cache
 
     def on_raw_tick(self, tick: RawTick) -> bool:
         """Run the whole flow for ``tick``. Returns ``False`` if a worker said ``STOP``.
@@ -726,7 +693,7 @@ class SmaOpportunityWorker:
     """Fast SMA crosses above slow: store a ``Signal`` and publish ``OPPORTUNITY_DETECTED``."""
 
     def __init__(self, cache: IStrategyCache, indicator: SmaCrossIndicator) -> None:
-        self._cache = cache
+        self._strategy_cache = cache
         self._indicator = indicator
         self._update = indicator.update
 
@@ -745,7 +712,7 @@ class SmaOpportunityWorker:
             confidence=confidence,
             detail={"fast_sma": fast, "slow_sma": slow},
         )
-        self._cache.set_dto(SIGNALS_KEY, signal)
+        self._strategy_cache.set_dto(SIGNALS_KEY, signal)
         return _publish(OPPORTUNITY_DETECTED, signal)
 
 
@@ -753,7 +720,7 @@ class SmaThreatWorker:
     """Fast SMA crosses below slow: store a ``Risk`` and publish ``THREAT_DETECTED``."""
 
     def __init__(self, cache: IStrategyCache, indicator: SmaCrossIndicator) -> None:
-        self._cache = cache
+        self._strategy_cache = cache
         self._indicator = indicator
         self._update = indicator.update
 
@@ -771,7 +738,7 @@ class SmaThreatWorker:
             severity=severity,
             detail={"fast_sma": fast, "slow_sma": slow},
         )
-        self._cache.set_dto(THREATS_KEY, risk)
+        self._strategy_cache.set_dto(THREATS_KEY, risk)
         return _publish(THREAT_DETECTED, risk)
 
 
@@ -816,7 +783,7 @@ class ExecutionWorker:
     ) -> None:
         if not quantity > 0:
             raise ValueError(f"quantity must be > 0, got {quantity!r}")
-        self._cache = cache
+        self._strategy_cache = cache
         self.strategy_name = strategy_name
         self.quantity = float(quantity)
         self.broker_account = broker_account
@@ -877,13 +844,13 @@ class ExecutionWorker:
                 price=price,
                 reason=pending.reason,
             )
-            self._cache.set_dto(FILLS_KEY, fill)
+            self._strategy_cache.set_dto(FILLS_KEY, fill)
             return _publish(ORDER_FILLED, fill)
         if position is None:
             return CONTINUE  # flat: nothing to exit
         position.high = max(position.high, price)
         position.low = min(position.low, price)
-        self._cache.set_dto(
+        self._strategy_cache.set_dto(
             FILLS_KEY,
             _trusted(
                 Fill,
@@ -910,6 +877,7 @@ class ExecutionWorker:
         assert position is not None
         self._position = None
         entry = position.entry_price
+        pnl, pnl_pct = trade_pnl(entry, exit_price, position.quantity)
         return _trusted(
             Trade,
             trade_id=make_trade_id(self.strategy_name, symbol, position.entry_date),
@@ -920,8 +888,8 @@ class ExecutionWorker:
             exit_date=exit_date,
             exit_price=exit_price,
             exit_reason=reason,
-            realized_pnl=(exit_price - entry) * position.quantity,
-            realized_pnl_pct=(exit_price / entry - 1) * 100,
+            realized_pnl=pnl,
+            realized_pnl_pct=pnl_pct,
             holding_period_hours=(exit_date - position.entry_date).total_seconds() / 3600,
             strategy_name=self.strategy_name,
             signal_strength=position.signal_strength,
@@ -950,11 +918,11 @@ class PlanningWorker:
     """
 
     def __init__(self, cache: IStrategyCache, broker: ExecutionWorker) -> None:
-        self._cache = cache
+        self._strategy_cache = cache
         self._broker = broker
 
     def process(self, _payload: BaseModel | None = None) -> DispositionEnvelope:
-        cache = self._cache
+        cache = self._strategy_cache
         if cache.has_dto(DIRECTIVES_KEY):
             return CONTINUE
         broker = self._broker

@@ -3,9 +3,18 @@
 The real alpaca-py client talks to it through ``url_override=stub.url`` or the env var
 ``APCA_API_DATA_URL`` (see :func:`alpaca_env`). Endpoints (those alpaca-py 0.44 calls):
 
-* ``GET /v2/stocks/bars`` – symbols, timeframe, start, end, limit, page_token, sort (feed and
-  adjustment are recorded, not interpreted). Rows sorted by symbol then time, pages of
-  ``min(limit, stub.page_size)`` rows with ``next_page_token``.
+* ``GET /v2/stocks/bars`` – symbols, timeframe, start, end, limit, page_token, sort (feed is
+  recorded, not interpreted). Rows sorted by symbol then time, pages of
+  ``min(limit, stub.page_size)`` rows with ``next_page_token``. ``adjustment=split|dividend|all``
+  serves bars adjusted from the stub's raw bars and corporate actions (see
+  :meth:`AlpacaStub.adjusted_bar`, written independently of cachelib: it is the reference the
+  cache's adjusted reads are compared with).
+* ``GET /v1/corporate-actions`` – symbols, types, start, end, limit (default 100, max 1000),
+  page_token, in Alpaca's JSON (``{"corporate_actions": {"forward_splits": [...], ...}}``),
+  pages of ``min(limit, stub.corporate_actions_page_size)`` actions.
+* ``GET /v2/options/contracts`` (the trading API; give the stub's URL as ``trading_url``) –
+  underlying_symbols, expiration_date(_gte/_lte), type, limit (default 100, max 10000),
+  page_token; the contracts of the registered snapshots plus :meth:`AlpacaStub.set_open_interest`.
 * ``GET /v2/stocks/bars/latest?symbols=`` and ``GET /v2/stocks/trades/latest?symbols=``.
 * ``GET /v1beta1/options/snapshots/{underlying}`` – filters expiration_date(_gte/_lte), type,
   strike_price_gte/lte, root_symbol; pages of ``min(limit, stub.option_page_size)``.
@@ -34,6 +43,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -363,6 +373,12 @@ class AlpacaStub:
         self._latest_bars: dict[str, dict] = {}
         self._latest_trades: dict[str, dict] = {}
         self._options: dict[str, dict[str, dict]] = {}
+        self._actions: list[tuple[str, dict]] = []  # (Alpaca list key, item) in insertion order
+        self._open_interest: dict[str, tuple[Any, Any]] = {}  # contract -> (open_interest, date)
+        self.corporate_actions_page_size = 1_000
+        self.option_contracts_page_size = 10_000
+        #: Adjusted bars apply the actions with ex_date <= adjust_as_of (None: all of them).
+        self.adjust_as_of: date | None = None
         self._faults: dict[str, deque] = {}
         self._persistent: dict[str, Fault] = {}
         self._requests: list[RecordedRequest] = []
@@ -433,6 +449,61 @@ class AlpacaStub:
     def add_option_snapshots(self, underlying: str, snapshots: dict[str, dict]) -> None:
         """Register ``{contract_symbol: snapshot}`` for ``underlying`` (see make_option_snapshot)."""
         self._options.setdefault(underlying.upper(), {}).update(snapshots)
+
+    # -- corporate actions -----------------------------------------------------------------
+
+    def add_corporate_action(self, list_key: str, item: dict) -> None:
+        """Register one action as Alpaca sends it: ``list_key`` e.g. ``"forward_splits"``,
+        ``item`` its JSON object (any content: hostile tests send broken ones)."""
+        self._actions.append((list_key, dict(item)))
+
+    def add_split(self, symbol: str, ex_date: str | date, new_rate: float, old_rate: float) -> None:
+        """A forward (new_rate > old_rate) or reverse split; 4:1 is ``new_rate=4, old_rate=1``."""
+        key = "forward_splits" if new_rate > old_rate else "reverse_splits"
+        ex = _day(ex_date)
+        item: dict[str, Any] = {
+            "id": _uuid(f"{symbol}-{key}-{ex}"), "symbol": symbol.upper(), "new_rate": new_rate,
+            "old_rate": old_rate, "process_date": (ex + timedelta(days=1)).isoformat(),
+            "ex_date": ex.isoformat(), "record_date": (ex - timedelta(days=7)).isoformat(),
+            "payable_date": (ex - timedelta(days=3)).isoformat(),
+        }
+        if key == "forward_splits":
+            item["cusip"] = "000000000"
+        else:
+            item["old_cusip"], item["new_cusip"] = "000000000", "000000001"
+        self.add_corporate_action(key, item)
+
+    def add_cash_dividend(self, symbol: str, ex_date: str | date, rate: float, special: bool = False) -> None:
+        """A cash dividend of ``rate`` per share."""
+        ex = _day(ex_date)
+        self.add_corporate_action("cash_dividends", {
+            "id": _uuid(f"{symbol}-div-{ex}-{rate}-{special}"), "symbol": symbol.upper(), "cusip": "000000000",
+            "rate": rate, "special": special, "foreign": False, "process_date": ex.isoformat(),
+            "ex_date": ex.isoformat(), "record_date": ex.isoformat(),
+            "payable_date": (ex + timedelta(days=14)).isoformat(),
+        })
+
+    def add_stock_dividend(self, symbol: str, ex_date: str | date, rate: float) -> None:
+        """A stock dividend of ``rate`` new shares per share (0.05: 5 %)."""
+        ex = _day(ex_date)
+        self.add_corporate_action("stock_dividends", {
+            "id": _uuid(f"{symbol}-sd-{ex}"), "symbol": symbol.upper(), "cusip": "000000000", "rate": rate,
+            "process_date": ex.isoformat(), "ex_date": ex.isoformat(), "record_date": ex.isoformat(),
+            "payable_date": ex.isoformat(),
+        })
+
+    def add_name_change(self, old_symbol: str, new_symbol: str, process_date: str | date) -> None:
+        day = _day(process_date)
+        self.add_corporate_action("name_changes", {
+            "id": _uuid(f"{old_symbol}-{new_symbol}-{day}"), "old_symbol": old_symbol.upper(),
+            "old_cusip": "000000000", "new_symbol": new_symbol.upper(), "new_cusip": "000000001",
+            "process_date": day.isoformat(),
+        })
+
+    def set_open_interest(self, contract: str, open_interest: Any, open_interest_date: Any = None) -> None:
+        """Open interest of ``contract`` in the contracts listing (sent as given: Alpaca sends a
+        string such as ``"1234"``; hostile tests send anything)."""
+        self._open_interest[contract.upper()] = (open_interest, open_interest_date)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -558,7 +629,134 @@ class AlpacaStub:
         prefix = "/v1beta1/options/snapshots/"
         if path.startswith(prefix) and len(path) > len(prefix):
             return 200, self._serve_chain(path[len(prefix):].upper(), params)
+        if path == "/v1/corporate-actions":
+            return 200, self._serve_actions(params)
+        if path == "/v2/options/contracts":
+            return 200, self._serve_contracts(params)
         return 404, {"code": 40410000, "message": "Not Found"}
+
+    # -- corporate actions and adjusted bars (plain loops: an independent reference) ----------
+
+    @staticmethod
+    def _action_day(key: str, item: dict) -> date | None:
+        text = item.get("process_date" if key == "name_changes" else "ex_date")
+        try:
+            return date.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            return None
+
+    def _serve_actions(self, params: dict[str, str]) -> dict:
+        wanted = set(_symbols(params)) if params.get("symbols") else None
+        types = {t.strip() for t in params.get("types", "").split(",") if t.strip()}
+        start = date.fromisoformat(params["start"]) if params.get("start") else None
+        end = date.fromisoformat(params["end"]) if params.get("end") else None
+        rows = []
+        for key, item in self._actions:
+            if types and key.rstrip("s") not in types:
+                continue
+            names = {item.get("old_symbol"), item.get("new_symbol")} if key == "name_changes" else {item.get("symbol")}
+            if wanted is not None and not (names & wanted):
+                continue
+            day = self._action_day(key, item)
+            if day is not None and ((start and day < start) or (end and day > end)):
+                continue
+            rows.append((day or date.min, key, item))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        if self.endless_empty_pages:
+            return {"corporate_actions": {}, "next_page_token": self._fresh_token()}
+        page, token = self._page(rows, params, default_limit=100, max_limit=1000,
+                                 size=self.corporate_actions_page_size, repeat=self.repeat_page_token)
+        out: dict[str, list] = {}
+        for _, key, item in page:
+            out.setdefault(key, []).append(item)
+        return {"corporate_actions": out, "next_page_token": token}
+
+    def _serve_contracts(self, params: dict[str, str]) -> dict:
+        underlyings = {s.strip().upper() for s in params.get("underlying_symbols", "").split(",") if s.strip()}
+        gte, lte = params.get("expiration_date_gte"), params.get("expiration_date_lte")
+        contracts = {c for chain in self._options.values() for c in chain} | set(self._open_interest)
+        rows = []
+        for contract in sorted(contracts):
+            root, expiration, kind, strike = _occ(contract)
+            if underlyings and root not in underlyings:
+                continue
+            if (gte and expiration < date.fromisoformat(gte)) or (lte and expiration > date.fromisoformat(lte)):
+                continue
+            if params.get("type") and params["type"] != kind:
+                continue
+            interest, when = self._open_interest.get(contract, (None, None))
+            rows.append({
+                "id": _uuid(contract), "symbol": contract,
+                "name": f"{root} {expiration:%b %d %Y} {strike:g} {kind.title()}", "status": "active",
+                "tradable": True, "expiration_date": expiration.isoformat(), "root_symbol": root,
+                "underlying_symbol": root, "underlying_asset_id": "00000000-0000-4000-8000-000000000001",
+                "type": kind, "style": "american", "strike_price": f"{strike:g}", "size": "100",
+                "open_interest": interest, "open_interest_date": when,
+                "close_price": None, "close_price_date": None,
+            })
+        if self.endless_empty_pages:
+            return {"option_contracts": [], "next_page_token": self._fresh_token()}
+        page, token = self._page(rows, params, default_limit=100, max_limit=10_000,
+                                 size=self.option_contracts_page_size, repeat=self.repeat_page_token)
+        return {"option_contracts": page, "next_page_token": token}
+
+    def _split_ratios(self, symbol: str) -> list[tuple[date, float]]:
+        """``(ex_date, shares after / shares before)`` of the symbol's split-like actions."""
+        out = []
+        for key, item in self._actions:
+            if key not in ("forward_splits", "reverse_splits", "stock_dividends") or item.get("symbol") != symbol:
+                continue
+            ex = self._action_day(key, item)
+            if ex is None or (self.adjust_as_of is not None and ex > self.adjust_as_of):
+                continue
+            ratio = 1.0 + item["rate"] if key == "stock_dividends" else item["new_rate"] / item["old_rate"]
+            out.append((ex, ratio))
+        return out
+
+    def _dividend_factors(self, symbol: str, timeframe: str) -> list[tuple[date, float]]:
+        """``(ex_date, 1 - D / C)`` of the symbol's cash dividends, C the raw close of the last
+        session before the ex-date (from the daily bars, else from the bars being served)."""
+        out = []
+        for key, item in self._actions:
+            if key != "cash_dividends" or item.get("symbol") != symbol:
+                continue
+            ex = self._action_day(key, item)
+            if ex is None or (self.adjust_as_of is not None and ex > self.adjust_as_of):
+                continue
+            previous = None
+            for book in (self._bars.get("1Day", {}), self._bars.get(timeframe, {})):
+                for ts, bar in book.get(symbol, []):
+                    if ts.astimezone(NY).date() < ex:
+                        previous = bar["c"]
+                if previous is not None:
+                    break
+            if previous is not None:
+                out.append((ex, 1.0 - item["rate"] / previous))
+        return out
+
+    def adjusted_bar(self, symbol: str, bar: dict, adjustment: str, timeframe: str = "1Day") -> dict:
+        """``bar`` (raw) adjusted as Alpaca would: prices divided by the product of the ratios of
+        later split-like actions and multiplied by ``1 - D/C`` of later cash dividends; volume
+        multiplied by the split product. ``adjustment``: raw, split, dividend or all."""
+        if adjustment == "raw":
+            return bar
+        day = _parse_instant(bar["t"]).astimezone(NY).date()
+        price_factor, volume_factor = 1.0, 1.0
+        if adjustment in ("split", "all"):
+            for ex, ratio in self._split_ratios(symbol):
+                if day < ex:
+                    price_factor /= ratio
+                    volume_factor *= ratio
+        if adjustment in ("dividend", "all"):
+            for ex, factor in self._dividend_factors(symbol, timeframe):
+                if day < ex:
+                    price_factor *= factor
+        out = dict(bar)
+        for key in ("o", "h", "l", "c", "vw"):
+            if out.get(key) is not None:
+                out[key] = out[key] * price_factor
+        out["v"] = out["v"] * volume_factor
+        return out
 
     def _latest_bar(self, symbol: str) -> dict | None:
         if symbol in self._latest_bars:
@@ -574,10 +772,13 @@ class AlpacaStub:
         start = _parse_instant(params["start"]) if params.get("start") else None
         end = _parse_instant(params["end"]) if params.get("end") else None
         descending = params.get("sort", "asc") == "desc"
+        adjustment = params.get("adjustment", "raw")
+        if adjustment not in ("raw", "split", "dividend", "all"):
+            raise _BadRequest(f"invalid adjustment {adjustment!r}")
         book = self._bars.get(timeframe, {})
         rows: list[tuple[str, dict]] = []
         for sym in sorted(set(symbols)):
-            series = [bar for ts, bar in book.get(sym, [])
+            series = [self.adjusted_bar(sym, bar, adjustment, timeframe) for ts, bar in book.get(sym, [])
                       if (start is None or ts >= start) and (end is None or ts <= end)]
             if descending:
                 series.reverse()
@@ -665,6 +866,15 @@ def _symbols(params: dict[str, str]) -> list[str]:
     return symbols
 
 
+def _uuid(text: str) -> str:
+    """A stable UUID for a stub record (Alpaca's ids are UUIDs; the SDK's models insist)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, text))
+
+
+def _day(value: str | date) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _occ(contract: str) -> tuple[str, date, str, float]:
     body = contract[-15:]
     root = contract[:-15]
@@ -679,8 +889,10 @@ def _occ(contract: str) -> tuple[str, date, str, float]:
 
 
 def alpaca_env(monkeypatch: Any, stub: AlpacaStub, key: str = TEST_KEY, secret: str = TEST_SECRET) -> None:
-    """Point alpaca-py at ``stub`` via APCA_API_DATA_URL and set APCA_* keys (ALPACA_* removed)."""
+    """Point alpaca-py at ``stub`` via APCA_API_DATA_URL and APCA_API_BASE_URL (the trading API,
+    for option contracts) and set APCA_* keys (ALPACA_* removed)."""
     monkeypatch.setenv("APCA_API_DATA_URL", stub.url)
+    monkeypatch.setenv("APCA_API_BASE_URL", stub.url)
     monkeypatch.setenv("APCA_API_KEY_ID", key)
     monkeypatch.setenv("APCA_API_SECRET_KEY", secret)
     monkeypatch.delenv("ALPACA_API_KEY", raising=False)
@@ -703,7 +915,7 @@ def alpaca_stub_fixture(scope: str = "function", name: str = "alpaca_stub", **st
 
 
 AMBIENT_KEY_VARS = ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
-                    "APCA_API_DATA_URL")
+                    "APCA_API_DATA_URL", "APCA_API_BASE_URL")
 
 
 def no_ambient_keys_fixture():

@@ -20,7 +20,7 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
 os.environ["TRADING_CACHE_DB"] = os.path.join(_HOME, "default-cache.db")
 for _var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
-             "APCA_API_DATA_URL", "DASK_SCHEDULER_ADDRESS"):
+             "APCA_API_DATA_URL", "APCA_API_BASE_URL", "DASK_SCHEDULER_ADDRESS"):
     os.environ.pop(_var, None)
 
 ROOT = Path(__file__).resolve().parent.parent

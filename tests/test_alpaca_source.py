@@ -25,8 +25,9 @@ from alpaca_stub import (  # tests/ is on sys.path (tests/conftest.py)
     no_ambient_keys_fixture,
 )
 
-from cachelib.bars import BAR_COLUMNS, NY, OPTION_COLUMNS
+from cachelib.bars import BAR_COLUMNS, NY
 from cachelib.sources import (
+    OPTION_CHAIN_COLUMNS,
     SUPPORTED_TIMEFRAMES,
     AlpacaSource,
     AuthenticationError,
@@ -217,10 +218,10 @@ def test_option_chain_parsing_and_pagination(alpaca_stub, monkeypatch):
     monkeypatch.setattr(sources_module, "now_utc", lambda: datetime(2024, 1, 20, 15, tzinfo=timezone.utc))
     chain = src.get_option_chain("aapl", expiration_lte="2024-03-15")
 
-    assert list(chain.columns) == list(OPTION_COLUMNS)
+    assert list(chain.columns) == list(OPTION_CHAIN_COLUMNS)
     assert alpaca_stub.count(CHAIN) == 2  # 4 contracts <= 2024-03-15, 2 per page
     assert alpaca_stub.count(LATEST_TRADE) == 1
-    assert src.requests_made == 3
+    assert src.requests_made == 4  # + one option-contracts listing for the open interest
     assert alpaca_stub.requests[0].params["expiration_date_lte"] == "2024-03-15"
     assert list(chain["contract_symbol"]) == [
         "AAPL240126C00050000", "AAPL240126P00050000", "AAPL240202C00187500", "AAPL240315C00200000"]
@@ -252,8 +253,8 @@ def test_option_chain_without_underlying_trade_or_contracts(alpaca_stub):
     assert alpaca_stub.requests[0].params["expiration_date_gte"] == "2025-01-01"
 
     empty = src.get_option_chain("NONE")
-    assert empty.empty and list(empty.columns) == list(OPTION_COLUMNS)
-    assert list(empty_option_chain().columns) == list(OPTION_COLUMNS)
+    assert empty.empty and list(empty.columns) == list(OPTION_CHAIN_COLUMNS)
+    assert list(empty_option_chain().columns) == list(OPTION_CHAIN_COLUMNS)
 
 
 def test_latest_bar_and_trade(alpaca_stub):
@@ -569,7 +570,10 @@ def test_missing_keys(monkeypatch):
 def test_feed_and_adjustment_are_validated(alpaca_stub):
     src = make_source(alpaca_stub, feed="SIP", adjustment="all")
     alpaca_stub.add_bars("AAPL", make_daily_bars("2024-01-02", 1))
-    src.get_bars("AAPL", "2024-01-02", "2024-01-02")
+    src.get_bars("AAPL", "2024-01-02", "2024-01-02")  # the cache's path: always raw bars
+    params = alpaca_stub.requests[-1].params
+    assert (params["feed"], params["adjustment"]) == ("sip", "raw")
+    src.get_bars_adjusted("AAPL", "2024-01-02", "2024-01-02")  # direct, uncached: as configured
     params = alpaca_stub.requests[-1].params
     assert (params["feed"], params["adjustment"]) == ("sip", "all")
     for feed in ("iex", "sip", "delayed_sip", "otc", "boats"):

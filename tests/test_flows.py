@@ -57,6 +57,12 @@ def count_rows(db, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
+def count_minute_bars(db) -> int:
+    """Intraday bars live in session chunks (issue 10): the bars their rows hold."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks").fetchone()[0]
+
+
 @pytest.fixture
 def clock(monkeypatch):
     """Set the flows' clock: ``clock(datetime)``."""
@@ -155,7 +161,7 @@ def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_
     assert summary.chunks == 2  # Q1 and Q2
     # 03-27, 03-28, 04-01, 04-02 (03-29 Good Friday closed): 4 x 390 regular-session minutes.
     assert summary.report.rows_written == 1560
-    assert count_rows(db, "bars") == 1560
+    assert count_minute_bars(db) == 1560
 
 
 def test_ingest_bars_default_window_skips_weekends_and_takes_the_finished_session(
@@ -344,7 +350,8 @@ def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub
     assert report.rows_per_underlying == {"AAPL": 2}
     assert report.trading_dates == {"AAPL": "2025-11-26"}
     assert stub.count("/v1beta1/options/snapshots/AAPL") == 1
-    assert report.requests_made == stub.count() == 2  # the chain and the underlying's last trade
+    # the chain, the underlying's last trade and the contracts listing (open interest)
+    assert report.requests_made == stub.count() == 3
 
 
 def test_ingest_option_chains_401_fails_fast(prefect_harness, tmp_path, clock, stub, monkeypatch):
@@ -377,10 +384,10 @@ def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp
     state, summary = run(cache_maintenance, vacuum=True, db_path=str(db))
     assert state.is_completed()
     assert summary.rows_removed == 124
-    # 124 of 145 daily bars deleted: VACUUM drops 3 of the file's 13 pages of 4096 bytes (the WAL
+    # 124 of 145 daily bars deleted: VACUUM drops 3 of the file's 17 pages of 4096 bytes (the WAL
     # is empty after the tasks closed their connections), measured on disk below.
     assert summary.bytes_reclaimed == 3 * 4096
-    assert db.stat().st_size == 10 * 4096
+    assert db.stat().st_size == 14 * 4096
     assert (summary.before.cache["total_entries"], summary.after.cache["total_entries"]) == (145, 21)
     assert summary.rows[0] == {"metric": "bars", "before": 145, "after": 21, "change": -124}
     assert count_rows(db, "bars") == 21
@@ -438,7 +445,7 @@ def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harne
                          db_path=str(db), source="demo")
     assert state.is_completed()
     assert summary.missing == ()
-    assert summary.bars == count_rows(db, "bars") == 780
+    assert summary.bars == count_minute_bars(db) == 780
     assert summary.trades == count_rows(db, "trade_history") > 0
 
 

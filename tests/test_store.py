@@ -193,9 +193,12 @@ def test_source_none_returns_one_row_per_bar_by_priority(cache):
 
 
 def expiry_of(cache, symbol, ts):
+    """A daily bar's expiry, or (intraday) the expiry of the session chunk holding ``ts``."""
     return cache.conn.execute(
-        "SELECT b.expires_at FROM bars b JOIN series s USING (series_id) WHERE s.symbol=? AND b.ts=?",
-        (symbol, ts),
+        "SELECT b.expires_at FROM bars b JOIN series s USING (series_id) WHERE s.symbol=? AND b.ts=? "
+        "UNION ALL SELECT c.expires_at FROM bar_chunks c JOIN series s USING (series_id) "
+        "WHERE s.symbol=? AND ? BETWEEN c.first_ts AND c.last_ts",
+        (symbol, ts, symbol, ts),
     ).fetchone()[0]
 
 
@@ -296,12 +299,13 @@ def test_cleanup_and_vacuum(cache):
         before = cache.db_path.stat().st_size + wal.stat().st_size
         assert wal.stat().st_size > 0  # the writes above are still in the WAL
         reclaimed = cache.vacuum()
-        # Rebuilt: one 4096-byte page each for sqlite_master, series (+ its UNIQUE index), bars,
-        # coverage, raw_options_chain, trade_history (+ its key index and 2 indexes) = 10 pages,
+        # Rebuilt: 3 4096-byte pages for sqlite_master (the schema's text), one each for series
+        # (+ its UNIQUE index), bars, bar_chunks (+ its key index), coverage, raw_options_chain,
+        # trade_history (+ its key index and 2 indexes) = 14 pages,
         # and the WAL emptied; the report is exactly that decrease.
-        assert cache.db_path.stat().st_size == 10 * 4096
+        assert cache.db_path.stat().st_size == 14 * 4096
         assert wal.stat().st_size == 0
-        assert reclaimed == before - 10 * 4096
+        assert reclaimed == before - 14 * 4096
         assert reclaimed > 0
         assert cache.get("B", "2024-01-01", "2024-01-31") is not None
 
@@ -456,7 +460,7 @@ def test_upgrades_a_version_1_file(tmp_path):
     conn.commit()
     conn.close()
     cache = TradingCacheManager(path)
-    assert cache.schema_version == SCHEMA_VERSION == 3
+    assert cache.schema_version == SCHEMA_VERSION == 5  # v5: short trades' P&L % signed (issue 10)
     cols = {r[1] for r in cache.conn.execute("PRAGMA table_info(trade_history)")}
     assert {"max_profit_pct", "max_drawdown_pct"} <= cols
     assert cache.missing_sessions("SPY", "2024-01-02", "2024-01-02") == [date(2024, 1, 2)]
@@ -588,38 +592,3 @@ def test_timestamp_strings_with_offsets_across_a_dst_change(cache):
     df = cache.get("AAPL", "2024-03-08", "2024-03-11", timeframe="1Min")
     assert list(df.index) == [pd.Timestamp("2024-03-08 20:59", tz="UTC"), pd.Timestamp("2024-03-11 13:30", tz="UTC")]
 
-
-def test_large_reads_use_the_columnar_reader_and_equal_the_plain_path(cache, monkeypatch):
-    from cachelib import store
-    from cachelib.store.bars import BarTable  # the read paths' home since the store became a package
-
-    assert store._columnar_reader() is not None, "the C reader should be built and usable here"
-    frame = minute_frame("2024-03-11 13:30", 4000)
-    frame["vwap"] = [np.nan] * 2000 + list(frame["close"].iloc[2000:])
-    frame["trade_count"] = [np.nan] * 1000 + list(range(3000))
-    frame["volume"] = [100.0] * 3999 + [0.5]
-    cache.set("AAPL", frame, source="alpaca", timeframe="1Min")
-    calls = []
-    real = BarTable._columnar_read
-    monkeypatch.setattr(BarTable, "_columnar_read",
-                        lambda self, *a: calls.append(1) or real(self, *a))
-    fast = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
-    assert calls == [1]
-    monkeypatch.setattr(BarTable, "COLUMNAR_MIN_ROWS", 10**12)
-    plain = cache.get("AAPL", "2024-03-01", "2024-03-31", timeframe="1Min")
-    assert calls == [1]
-    pd.testing.assert_frame_equal(fast, plain)
-    assert len(fast) == 4000 and fast["vwap"].isna().sum() == 2000 and fast["trade_count"].isna().sum() == 1000
-    assert fast["volume"].iloc[-1] == 0.5
-    assert cache.get("AAPL", "2025-01-01", "2025-12-31", timeframe="1Min") is None  # large and empty
-    assert (cache.get_stats()["hits"], cache.get_stats()["misses"]) == (2, 1)
-
-
-def test_the_columnar_reader_shares_pythons_sqlite_library():
-    import ctypes
-
-    from cachelib import store
-
-    reader = store._columnar_reader()
-    library = ctypes.CDLL("libsqlite3.so.0")  # the copy _sqlite3 already loaded
-    assert reader.libversion_address() == ctypes.cast(library.sqlite3_libversion, ctypes.c_void_p).value

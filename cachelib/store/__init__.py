@@ -16,10 +16,13 @@ Where to change what
 ``migrations.py``      Schema versions (:data:`MIGRATIONS`), the DDL, the seed ``market_cache`` import.
 ``series.py``          Series interning, :data:`SOURCE_PRIORITY`, source/asset-type spelling.
 ``ttl.py``             The TTL rule (:func:`ttl_expiry`), ``ttl_hours`` checks, ``cleanup_expired``.
-``bars.py``            The ``bars`` table: set/get/exists/count/delete, the read paths, stats.
+``bars.py``            Bars: set/set_many/get/exists/count/delete over ``bars`` (daily) and
+                       ``bar_chunks`` (intraday), stats.
+``chunks.py``          The intraday chunk codec (lz4 block, column-major float64, time deltas).
 ``coverage.py``        ``record_coverage`` and ``missing_sessions(_many)``.
 ``options.py``         Option-chain row rules, quality score, store/get/delete, stats.
-``trades.py``          Trade rules, derived P&L, history, deletion, statistics.
+``trades.py``          Trade history: archive, history, deletion, statistics. The trade record
+                       itself (model, columns, rules, signed P&L) is :mod:`cachelib.trade`.
 =====================  ========================================================================
 
 Design
@@ -31,7 +34,11 @@ Design
   first statement and can never fail half-way with "database is locked"; only that error is
   retried (bounded by ``timeout``), anything else propagates. One public call is one
   transaction: a rejected or interrupted batch leaves the store as it was.
-* **Bars** live in ``bars``, a ``WITHOUT ROWID`` table clustered on its primary key
+* **Intraday bars** (below 1Day) live in ``bar_chunks``: one lz4-compressed chunk per
+  ``(series, New York session)`` holding the session's times and columns
+  (:mod:`cachelib.store.chunks`); a write merges into the chunk, a read decodes the chunks in
+  range. Expiry is per chunk.
+* **Daily-or-longer bars** live in ``bars``, a ``WITHOUT ROWID`` table clustered on its primary key
   ``(series_id, ts)``. A *series* is one ``(asset_type, symbol, timeframe, source)`` and is
   interned in the small ``series`` table, so the logical key of a bar is exactly
   ``(asset_type, symbol, timeframe, source, bar time)`` while each row stores one small
@@ -59,7 +66,6 @@ the listed ones, alphabetically).
 
 from __future__ import annotations
 
-from .bars import _columnar_reader as _columnar_reader  # the optional C reader (two tests use it)
 from .dialect import SQLITE_SETTINGS
 from .files import APPLICATION_ID, CacheNotFoundError, DatabaseFileError, database_files, default_db_path
 from .manager import TradingCacheManager

@@ -1,21 +1,22 @@
-"""The ``bars`` table: write, read, count and delete bars of any timeframe.
+"""Bars: write, read, count and delete bars of any timeframe.
 
-``bars`` is a ``WITHOUT ROWID`` table clustered on its primary key ``(series_id, ts)`` (see
-:mod:`cachelib.store.series`); ``ts`` is integer seconds since the epoch (UTC): the bar's start
-for intraday timeframes, UTC midnight of the session date for daily-or-longer ones. The shape
-of a bar (columns, keys, validation) is :mod:`cachelib.bars`; the expiry rule is
-:mod:`cachelib.store.ttl`.
+Two layouts, chosen by timeframe:
 
-Three read paths: one source (one range scan); ``source=None`` (a join, then one row per bar
-from the best-ranked source); and large reads through the optional C reader
-:mod:`cachelib._columnar`.
+* **Daily-or-longer** bars are rows of ``bars``, a ``WITHOUT ROWID`` table clustered on its
+  primary key ``(series_id, ts)``; ``ts`` is UTC midnight of the session date.
+* **Intraday** bars (every timeframe below 1Day) are *chunks*: one row of ``bar_chunks`` per
+  ``(series_id, New York session)`` whose BLOB holds the session's bar times and columns
+  (:mod:`cachelib.store.chunks`). A write merges into the session's chunk (new bars win), a
+  read decodes only the chunks in range and slices with numpy. Expiry is per chunk.
+
+A *series* is :mod:`cachelib.store.series`; the shape of a bar (columns, keys, validation) is
+:mod:`cachelib.bars`; the expiry rule is :mod:`cachelib.store.ttl`.
 """
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +25,9 @@ import pandas as pd
 from ..bars import (
     KEY_MAX,
     KEY_MIN,
+    Timeframe,
     clamp_key,
-    frame_from_columns,
+    frame_from_block,
     frame_from_rows,
     key_range,
     key_to_date,
@@ -37,17 +39,24 @@ from ..bars import (
     rows_of_symbol,
 )
 from ..clock import now_utc
-from . import files
+from . import chunks
 from .series import SeriesCatalog, norm_asset_type, norm_source, source_rank
 from .ttl import DAY, session_day_of_key, session_days_of_keys, ttl_expiry
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .connection import Database
 
-log = logging.getLogger("cachelib.store")
-
 _BARS_UPSERT_COLUMNS = 10
+_CHUNK_UPSERT_COLUMNS = 7
 _BAR_SELECT = "SELECT ts, open, high, low, close, volume, vwap, trade_count FROM bars"
+_VALUE_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trade_count"]
+# The chunks of one series that may hold bars in [lo, hi] (the session bounds use the key).
+_CHUNKS_IN_RANGE = (
+    "SELECT session, first_ts, last_ts, n_bars, expires_at, data FROM bar_chunks "
+    "WHERE series_id = ? AND session BETWEEN ? AND ? AND last_ts >= ? AND first_ts <= ?"
+)
 
 
 def open_key_range(start: Any, end: Any, intraday: bool) -> tuple[int, int]:
@@ -59,14 +68,54 @@ def open_key_range(start: Any, end: Any, intraday: bool) -> tuple[int, int]:
     return lo, hi
 
 
+def _session_bounds(lo: int, hi: int) -> tuple[int, int]:
+    """The New York session days whose chunks can hold keys in ``[lo, hi]``."""
+    return session_day_of_key(lo, True), session_day_of_key(hi, True)
+
+
+def _symbol_frames(frames: Any) -> tuple[pd.DataFrame | None, list[str], np.ndarray]:
+    """``set_many``'s input as one frame, its symbols and each row's symbol number.
+
+    Takes a ``{symbol: DataFrame}`` mapping or one frame indexed ``(symbol, timestamp)``.
+    """
+    if isinstance(frames, pd.DataFrame):
+        if not isinstance(frames.index, pd.MultiIndex):
+            raise ValueError("set_many takes {symbol: DataFrame} or a frame indexed (symbol, timestamp)")
+        names = [str(n).lower() if n is not None else "" for n in frames.index.names]
+        if "symbol" not in names:
+            raise ValueError("the frame's MultiIndex has no 'symbol' level (expected (symbol, timestamp))")
+        codes, uniques = pd.factorize(frames.index.get_level_values(names.index("symbol")), sort=False)
+        if (codes < 0).any():
+            raise ValueError("some rows have no symbol")
+        return frames, [normalize_symbol(str(u)) for u in uniques], np.asarray(codes, dtype=np.int64)
+    if not isinstance(frames, Mapping):
+        raise ValueError(
+            f"set_many takes {{symbol: DataFrame}} or a frame indexed (symbol, timestamp), "
+            f"got {type(frames).__name__}"
+        )
+    symbols: list[str] = []
+    parts: list[pd.DataFrame] = []
+    part_codes: list[int] = []
+    for symbol, frame in frames.items():
+        sym = normalize_symbol(symbol)
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"data for {sym} must be a pandas DataFrame, got {type(frame).__name__}")
+        if isinstance(frame.index, pd.MultiIndex):
+            frame = rows_of_symbol(frame, sym)
+        if len(frame):
+            if sym not in symbols:  # "spy" and "SPY" are one series: their bars must not repeat
+                symbols.append(sym)
+            part_codes.append(symbols.index(sym))
+            parts.append(frame)
+    if not parts:
+        return None, [], np.empty(0, dtype=np.int64)
+    codes = np.repeat(np.array(part_codes, dtype=np.int64), [len(p) for p in parts])
+    return (parts[0] if len(parts) == 1 else pd.concat(parts)), symbols, codes
+
+
 class BarTable:
     """Bars of every series; the manager's bar methods delegate here (arguments already
     defaulted by the manager, normalised here)."""
-
-    #: Above this many expected bars a read goes through :mod:`cachelib._columnar`.
-    COLUMNAR_MIN_ROWS = 2_000
-
-    _COLUMNAR_SQL = f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ? ORDER BY ts"
 
     def __init__(self, db: Database, series: SeriesCatalog) -> None:
         self._db = db
@@ -88,26 +137,70 @@ class BarTable:
         bars = normalize_bars(data, tf)
         if bars.empty:
             return 0
-        now = now_utc()
-        keys = bars["key"].to_numpy()
-        expiry = ttl_expiry(session_days_of_keys(keys, tf.is_intraday), now, ttl_hours)
         with self._db.atomic() as conn:
             sid = self._series.id(asset, sym, tf.name, src, create=True)
-            rows = zip(
-                [sid] * len(bars),
+            self._write(conn, np.full(len(bars), sid, dtype=np.int64), bars, tf, ttl_hours)
+        return len(bars)
+
+    def set_many(self, frames: Any, source: str, asset_type: str, ttl_hours: float | None,
+                 timeframe: str) -> int:
+        """Several symbols' bars in one transaction, validated together in one pass."""
+        src = norm_source(source)
+        asset = norm_asset_type(asset_type)
+        tf = parse_timeframe(timeframe)
+        data, symbols, codes = _symbol_frames(frames)
+        if data is None or not len(data):
+            return 0
+        bars = normalize_bars(data, tf, groups=codes)
+        with self._db.atomic() as conn:
+            sids = np.array([self._series.id(asset, sym, tf.name, src, create=True) for sym in symbols],
+                            dtype=np.int64)
+            self._write(conn, sids[bars["group"].to_numpy()], bars, tf, ttl_hours)
+        return len(bars)
+
+    def _write(self, conn: sqlite3.Connection, sids: np.ndarray, bars: pd.DataFrame, tf: Timeframe,
+               ttl_hours: float | None) -> None:
+        """Upsert normalised ``bars`` (sorted by series, then time) of the series ``sids``."""
+        now = now_utc()
+        keys = bars["key"].to_numpy()
+        days = session_days_of_keys(keys, tf.is_intraday)
+        expiry = ttl_expiry(days, now, ttl_hours)
+        if not tf.is_intraday:
+            bar_rows = zip(
+                sids.tolist(),
                 keys.tolist(),
-                bars["open"].tolist(),
-                bars["high"].tolist(),
-                bars["low"].tolist(),
-                bars["close"].tolist(),
-                bars["volume"].tolist(),
-                bars["vwap"].tolist(),  # NaN binds as NULL in SQLite
-                bars["trade_count"].tolist(),
+                *(bars[c].tolist() for c in _VALUE_COLUMNS),  # NaN binds as NULL in SQLite
                 expiry.tolist(),
                 strict=True,
             )
-            conn.executemany(self._db.dialect.replace_into("bars", _BARS_UPSERT_COLUMNS), rows)
-        return len(bars)
+            conn.executemany(self._db.dialect.replace_into("bars", _BARS_UPSERT_COLUMNS), bar_rows)
+            return
+        values = bars[_VALUE_COLUMNS].to_numpy(dtype=np.float64).T
+        # One chunk per (series, session): the rows where either changes start a new one.
+        cut = np.flatnonzero((np.diff(sids) != 0) | (np.diff(days) != 0)) + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(keys)]
+        now_s = int(now.timestamp())
+        rows: list[tuple[int, int, int, int, int, int, bytes]] = []
+        for sid, run in _runs_by_series(sids, starts, ends):
+            lo_day, hi_day = int(days[run[0][0]]), int(days[run[-1][0]])
+            old = {
+                r[0]: r
+                for r in conn.execute(
+                    "SELECT session, n_bars, first_ts, expires_at, data FROM bar_chunks "
+                    "WHERE series_id = ? AND session BETWEEN ? AND ?",
+                    (sid, lo_day, hi_day),
+                )
+            }
+            for a, b in run:
+                day = int(days[a])
+                times, vals = keys[a:b], values[:, a:b]
+                prior = old.get(day)
+                if prior is not None and prior[3] > now_s:  # an expired chunk's bars are gone
+                    old_times, old_vals = chunks.decode(prior[4], prior[1], prior[2])
+                    times, vals = chunks.merge(old_times, old_vals, times, vals)
+                rows.append((sid, day, int(times[0]), int(times[-1]), len(times), int(expiry[a]),
+                             chunks.encode(times, vals)))
+        conn.executemany(self._db.dialect.replace_into("bar_chunks", _CHUNK_UPSERT_COLUMNS), rows)
 
     # -- read -----------------------------------------------------------------------------
 
@@ -119,14 +212,11 @@ class BarTable:
         src = None if source is None else norm_source(source)
         lo, hi = key_range(start, end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
+        if tf.is_intraday:
+            frame = self._get_chunks(asset, sym, tf, src, lo, hi, now_s)
+            self._count_hit(frame is not None)
+            return frame
         conn = self._db.conn
-        if self._large_read(lo, hi, tf) and not conn.in_transaction:
-            series = self._series.for_read(asset, sym, tf.name, src)
-            reader = _columnar_reader()
-            if len(series) == 1 and reader is not None:
-                frame = self._columnar_read(reader, series[0][0], lo, hi, now_s, tf)
-                self._count_hit(len(frame) > 0)
-                return frame if len(frame) else None
         rows: list[tuple] = []
         if src is not None:
             sid = self._series.id(asset, sym, tf.name, src)
@@ -153,30 +243,36 @@ class BarTable:
         self._count_hit(bool(rows))
         return frame_from_rows(rows, tf) if rows else None
 
-    def _large_read(self, lo: int, hi: int, tf: Any) -> bool:
-        """Could ``[lo, hi]`` hold more than :data:`COLUMNAR_MIN_ROWS` bars? (An estimate from
-        the span: 6.5 trading hours a day, 5 days a week.)"""
-        span_days = (hi - lo) / DAY
-        per_day = 6.5 * 3600 / tf.seconds if tf.is_intraday else 1.0
-        return span_days * (5 / 7) * per_day > self.COLUMNAR_MIN_ROWS
-
-    def _columnar_read(self, reader: Any, sid: int, lo: int, hi: int, now_s: int, tf: Any) -> pd.DataFrame:
-        """A large read straight into column buffers (no Python object per value): a year of
-        minute bars costs a few tens of milliseconds instead of ~150 ms through ``fetchall``.
-        It opens its own read-only connection, so the caller must not be inside a write
-        transaction (whose rows it could not see)."""
-        db = self._db
-        try:
-            n, buffers = reader.fetch(db.read_uri(), self._COLUMNAR_SQL, (sid, lo, hi, now_s),
-                                      int(db.timeout * 1000))
-        except RuntimeError as exc:
-            err = _columnar_error(db, exc)
-            if err is exc:
-                raise
-            raise err from None
-        keys = np.frombuffer(buffers[0], dtype=np.int64, count=n)
-        columns = [np.frombuffer(b, dtype=np.float64, count=n) for b in buffers[1:]]
-        return frame_from_columns(keys, columns, tf)
+    def _get_chunks(self, asset: str, sym: str, tf: Timeframe, src: str | None, lo: int, hi: int,
+                    now_s: int) -> pd.DataFrame | None:
+        """Intraday bars in ``[lo, hi]``: decode the valid chunks in range, slice with numpy;
+        with several sources, one bar per time from the best-ranked one."""
+        day_lo, day_hi = _session_bounds(lo, hi)
+        conn = self._db.conn
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for sid, _source in self._series.for_read(asset, sym, tf.name, src):  # best source first
+            rows = conn.execute(
+                "SELECT data, n_bars, first_ts FROM bar_chunks WHERE series_id = ? AND session BETWEEN ? AND ? "
+                "AND last_ts >= ? AND first_ts <= ? AND expires_at > ? ORDER BY session",
+                (sid, day_lo, day_hi, lo, hi, now_s),
+            ).fetchall()
+            if rows:
+                times, values = chunks.decode_many(rows)
+                a, b = np.searchsorted(times, [lo, hi + 1])
+                if b > a:
+                    parts.append((times[a:b], values[:, a:b]))
+        if not parts:
+            return None
+        times, values = parts[0]
+        if len(parts) > 1:
+            times = np.concatenate([p[0] for p in parts])
+            values = np.concatenate([p[1] for p in parts], axis=1)
+            rank = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
+            order = np.lexsort((rank, times))  # by time, the best source first within a time
+            first = np.r_[True, np.diff(times[order]) != 0]
+            pick = order[first]
+            times, values = times[pick], values[:, pick]
+        return frame_from_block(times, values, tf)
 
     def _count_hit(self, hit: bool) -> None:
         with self._stats_lock:
@@ -192,8 +288,12 @@ class BarTable:
         lo, hi = key_range(start, start if end is None else end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
         src = None if source is None else norm_source(source)
+        conn = self._db.conn
         for sid, _ in self._series.for_read(norm_asset_type(asset_type), sym, tf.name, src):
-            if self._db.conn.execute(
+            if tf.is_intraday:
+                if any(n for n, _ in _bars_in_range(conn, sid, lo, hi, now_s)):
+                    return True
+            elif conn.execute(
                 "SELECT 1 FROM bars WHERE series_id=? AND ts BETWEEN ? AND ? AND expires_at > ? LIMIT 1",
                 (sid, lo, hi, now_s),
             ).fetchone():
@@ -205,11 +305,16 @@ class BarTable:
     def count(self, symbol: str | None, start: Any, end: Any, source: str | None, asset_type: str | None,
               timeframe: str | None) -> int:
         total = 0
+        conn = self._db.conn
         for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe):
-            lo, hi = open_key_range(start, end, parse_timeframe(tf_name).is_intraday)
-            total += self._db.conn.execute(
-                "SELECT COUNT(*) FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
-            ).fetchone()[0]
+            intraday = parse_timeframe(tf_name).is_intraday
+            lo, hi = open_key_range(start, end, intraday)
+            if intraday:
+                total += sum(n for n, _ in _bars_in_range(conn, sid, lo, hi))
+            else:
+                total += conn.execute(
+                    "SELECT COUNT(*) FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
+                ).fetchone()[0]
         return total
 
     def delete(self, symbol: str | None, start: Any, end: Any, source: str | None, asset_type: str | None,
@@ -219,9 +324,12 @@ class BarTable:
             for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe):
                 intraday = parse_timeframe(tf_name).is_intraday
                 lo, hi = open_key_range(start, end, intraday)
-                removed += conn.execute(
-                    "DELETE FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
-                ).rowcount
+                if intraday:
+                    removed += self._delete_chunks(conn, sid, lo, hi)
+                else:
+                    removed += conn.execute(
+                        "DELETE FROM bars WHERE series_id = ? AND ts BETWEEN ? AND ?", (sid, lo, hi)
+                    ).rowcount
                 # Every session the deleted range touches loses its coverage, so a sync refills it.
                 day_lo = -(10**9) if start is None else session_day_of_key(lo, intraday)
                 day_hi = 10**9 if end is None else session_day_of_key(hi, intraday)
@@ -231,12 +339,35 @@ class BarTable:
                 )
         return removed
 
+    def _delete_chunks(self, conn: sqlite3.Connection, sid: int, lo: int, hi: int) -> int:
+        """Remove one series' intraday bars in ``[lo, hi]``: chunks inside the range go whole,
+        a chunk the range cuts is re-encoded with the bars outside it (same expiry)."""
+        removed = 0
+        day_lo, day_hi = _session_bounds(lo, hi)
+        for session, first_ts, last_ts, n, expires_at, data in conn.execute(
+            _CHUNKS_IN_RANGE, (sid, day_lo, day_hi, lo, hi)
+        ).fetchall():
+            if first_ts >= lo and last_ts <= hi:
+                conn.execute("DELETE FROM bar_chunks WHERE series_id = ? AND session = ?", (sid, session))
+                removed += n
+                continue
+            times, values = chunks.decode(data, n, first_ts)
+            keep = (times < lo) | (times > hi)
+            removed += n - int(keep.sum())
+            times, values = times[keep], values[:, keep]
+            conn.execute(
+                self._db.dialect.replace_into("bar_chunks", _CHUNK_UPSERT_COLUMNS),
+                (sid, session, int(times[0]), int(times[-1]), len(times), expires_at, chunks.encode(times, values)),
+            )
+        return removed
+
     # -- overview -------------------------------------------------------------------------
 
     def symbols(self, asset_type: str) -> list[str]:
         rows = self._db.conn.execute(
             "SELECT DISTINCT s.symbol FROM series s WHERE s.asset_type = ? "
-            "AND EXISTS (SELECT 1 FROM bars b WHERE b.series_id = s.series_id) ORDER BY s.symbol",
+            "AND (EXISTS (SELECT 1 FROM bars b WHERE b.series_id = s.series_id) "
+            "OR EXISTS (SELECT 1 FROM bar_chunks c WHERE c.series_id = s.series_id)) ORDER BY s.symbol",
             (norm_asset_type(asset_type),),
         ).fetchall()
         return [r[0] for r in rows]
@@ -246,23 +377,32 @@ class BarTable:
         db = self._db
         conn = db.conn
         now_s = int(now_utc().timestamp())
-        total = conn.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
-        expired = conn.execute("SELECT COUNT(*) FROM bars WHERE expires_at <= ?", (now_s,)).fetchone()[0]
+        # Bars, not chunks: a chunk row counts its n_bars.
+        total, expired = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM bars) + (SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks), "
+            "(SELECT COUNT(*) FROM bars WHERE expires_at <= ?1) "
+            "+ (SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks WHERE expires_at <= ?1)",
+            (now_s,),
+        ).fetchone()
+        # Per series: bars, first and last key (a series lives in one of the two tables).
         series = conn.execute(
             "SELECT s.series_id, s.asset_type, s.symbol, s.timeframe, s.source, "
-            "(SELECT COUNT(*) FROM bars b WHERE b.series_id = s.series_id) FROM series s"
+            "COALESCE(b.n, c.n, 0), COALESCE(b.lo, c.lo), COALESCE(b.hi, c.hi) FROM series s "
+            "LEFT JOIN (SELECT series_id, COUNT(*) AS n, MIN(ts) AS lo, MAX(ts) AS hi FROM bars "
+            "GROUP BY series_id) b ON b.series_id = s.series_id "
+            "LEFT JOIN (SELECT series_id, SUM(n_bars) AS n, MIN(first_ts) AS lo, MAX(last_ts) AS hi "
+            "FROM bar_chunks GROUP BY series_id) c ON c.series_id = s.series_id"
         ).fetchall()
         live = [s for s in series if s[5] > 0]
         # First and last New York session dates over every series (intraday keys are instants).
         starts, ends = [], []
-        for sid, _asset, _sym, tf_name, *_ in live:
-            lo, hi = conn.execute("SELECT MIN(ts), MAX(ts) FROM bars WHERE series_id = ?", (sid,)).fetchone()
+        for _sid, _asset, _sym, tf_name, _src, _n, lo, hi in live:
             intraday = parse_timeframe(tf_name).is_intraday
             starts.append(session_day_of_key(lo, intraday) * DAY)
             ends.append(session_day_of_key(hi, intraday) * DAY)
         tables = {
             name: conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
-            for name in ("bars", "series", "coverage", "raw_options_chain", "trade_history")
+            for name in ("bars", "bar_chunks", "series", "coverage", "raw_options_chain", "trade_history")
         }
         size = db.file_bytes()
         hits, misses = self.hits, self.misses
@@ -291,59 +431,30 @@ class BarTable:
         }
 
 
-# -- the optional C reader (cachelib._columnar) ---------------------------------------------
-
-_COLUMNAR: Any = None
-_COLUMNAR_CHECKED = False
-_COLUMNAR_LOCK = threading.Lock()
-
-
-def _columnar_reader() -> Any:
-    """The ``cachelib._columnar`` extension, or ``None`` when it cannot be used safely.
-
-    Two different copies of SQLite in one process break each other's POSIX file locks
-    (https://www.sqlite.org/howtocorrupt.html, 2.2.1). The extension links the shared
-    ``libsqlite3.so.0``; it is used only when Python's own ``_sqlite3`` had already mapped that
-    same library (so both are one copy) and the versions agree.
-    """
-    global _COLUMNAR, _COLUMNAR_CHECKED
-    if _COLUMNAR_CHECKED:
-        return _COLUMNAR
-    with _COLUMNAR_LOCK:
-        if not _COLUMNAR_CHECKED:
-            _COLUMNAR = _load_columnar()
-            _COLUMNAR_CHECKED = True
-    return _COLUMNAR
+def _runs_by_series(sids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, list[tuple[int, int]]]]:
+    """``[(series_id, [(start, end) of each session's rows])]`` from rows sorted by series."""
+    runs: list[tuple[int, list[tuple[int, int]]]] = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        sid = int(sids[a])
+        if not runs or runs[-1][0] != sid:
+            runs.append((sid, []))
+        runs[-1][1].append((a, b))
+    return runs
 
 
-def _load_columnar() -> Any:
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            shared = "libsqlite3.so" in maps.read()  # mapped by _sqlite3 before our import
-    except OSError:
-        return None
-    if not shared:
-        log.debug("Python's sqlite3 does not use the shared libsqlite3: columnar reads off")
-        return None
-    try:
-        from .. import _columnar
-    except ImportError:
-        log.debug("cachelib._columnar is not built: large reads use fetchall")
-        return None
-    if _columnar.libversion() != sqlite3.sqlite_version:
-        log.warning("cachelib._columnar links SQLite %s, Python uses %s: columnar reads off",
-                    _columnar.libversion(), sqlite3.sqlite_version)
-        return None
-    return _columnar
-
-
-def _columnar_error(db: Database, exc: RuntimeError) -> Exception:
-    """The columnar reader's failures carry only SQLite's message: map the file-level ones."""
-    text = str(exc)
-    for marker, name in (("malformed", "SQLITE_CORRUPT"), ("not a database", "SQLITE_NOTADB"),
-                         ("unable to open", "SQLITE_CANTOPEN"), ("readonly", "SQLITE_READONLY")):
-        if marker in text:
-            error = sqlite3.DatabaseError(text)
-            error.sqlite_errorname = name
-            return files.file_error(db.db_path, error, db.read_only_reason)
-    return exc
+def _bars_in_range(conn: sqlite3.Connection, sid: int, lo: int, hi: int,
+                   valid_after: int | None = None) -> list[tuple[int, int]]:
+    """``[(bars in [lo, hi], chunk session)]`` for one series' chunks that overlap the range
+    (only chunks still valid at ``valid_after`` when given). Chunks wholly inside the range
+    are counted from their row; only the one or two cut by a bound are decoded."""
+    sql, params = _CHUNKS_IN_RANGE, [sid, *_session_bounds(lo, hi), lo, hi]
+    if valid_after is not None:
+        sql += " AND expires_at > ?"
+        params.append(valid_after)
+    counts = []
+    for session, first_ts, last_ts, n, _expires_at, data in conn.execute(sql, params).fetchall():
+        if first_ts < lo or last_ts > hi:
+            times, _ = chunks.decode(data, n, first_ts)
+            n = int(((times >= lo) & (times <= hi)).sum())
+        counts.append((n, session))
+    return counts

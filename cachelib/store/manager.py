@@ -135,6 +135,25 @@ class TradingCacheManager:
         """
         return self._bars.set(symbol, data, source, asset_type, ttl_hours, timeframe)
 
+    def set_many(
+        self,
+        frames: Mapping[str, pd.DataFrame] | pd.DataFrame,
+        source: str,
+        asset_type: str = "stock",
+        ttl_hours: float | None = None,
+        timeframe: str = "1Day",
+    ) -> int:
+        """Upsert several symbols' bars in one transaction; returns the number of rows written.
+
+        ``frames`` is a ``{symbol: DataFrame}`` mapping, or one frame indexed ``(symbol,
+        timestamp)`` as alpaca-py returns it. Every frame passes the same validation as
+        :meth:`set`, all rows together in one pass; one bad frame and nothing is written.
+
+        >>> cache.set_many({"SPY": spy_df, "AAPL": aapl_df}, source="alpaca")  # doctest: +SKIP
+        504
+        """
+        return self._bars.set_many(frames, source, asset_type, ttl_hours, timeframe)
+
     def get(
         self,
         symbol: str,

@@ -13,10 +13,14 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..bars import date_to_key, parse_timeframe, to_date, to_utc_datetime
+from . import chunks
 from .dialect import SQLITE
 from .files import APPLICATION_ID, DatabaseFileError, foreign_error, newer_error
 from .series import series_id
+from .ttl import session_days_of_keys
 
 if TYPE_CHECKING:
     from .connection import Database
@@ -158,11 +162,78 @@ def _migration_3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_trade_strategy ON trade_history (strategy_name, entry_date)")
 
 
+def _migration_short_trade_pct(conn: sqlite3.Connection) -> None:
+    """Short trades archived with the unsigned P&L % get the signed one (issue 10).
+
+    Before :func:`cachelib.trade.trade_pnl`, a caller-given ``realized_pnl_pct`` (the
+    engine's ``(exit / entry - 1) * 100``) was stored as given, so a short (``quantity < 0``)
+    winner read as a loss. Only rows whose stored value is exactly that unsigned formula of
+    their own stored prices are flipped; any other caller-given value (fees, adjustments) and
+    every long is left untouched.
+    """
+    conn.execute(
+        """
+        UPDATE trade_history SET realized_pnl_pct = -realized_pnl_pct
+        WHERE quantity < 0 AND exit_price IS NOT NULL AND realized_pnl_pct IS NOT NULL
+          AND exit_price != entry_price
+          AND abs(realized_pnl_pct - (exit_price / entry_price - 1.0) * 100.0)
+              <= 1e-9 * abs(realized_pnl_pct)
+        """
+    )
+
+
+def _migration_4(conn: sqlite3.Connection) -> None:
+    """Intraday bars become one chunk per (series, New York session) (:mod:`.chunks`).
+
+    Every intraday row of ``bars`` moves into its session's chunk, values bit for bit; a
+    chunk keeps the latest expiry of its bars, so no bar expires sooner than it would have.
+    """
+    _run_script(conn,
+        """
+        -- A rowid table: chunks are a few kB, too large for a WITHOUT ROWID b-tree's cells.
+        CREATE TABLE IF NOT EXISTS bar_chunks (
+            series_id  INTEGER NOT NULL,
+            session    INTEGER NOT NULL,   -- New York session date, days since 1970-01-01
+            first_ts   INTEGER NOT NULL,   -- epoch seconds UTC of the chunk's first bar
+            last_ts    INTEGER NOT NULL,   -- ... and of its last bar
+            n_bars     INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,   -- epoch seconds UTC, for the whole chunk
+            data       BLOB NOT NULL,      -- cachelib.store.chunks format
+            PRIMARY KEY (series_id, session)
+        );
+        """
+    )
+    for sid, timeframe in conn.execute("SELECT series_id, timeframe FROM series").fetchall():
+        if not parse_timeframe(timeframe).is_intraday:
+            continue
+        rows = conn.execute(
+            "SELECT ts, open, high, low, close, volume, vwap, trade_count, expires_at FROM bars "
+            "WHERE series_id = ? ORDER BY ts",
+            (sid,),
+        ).fetchall()
+        if not rows:
+            continue
+        keys = np.array([r[0] for r in rows], dtype=np.int64)
+        expiry = np.array([r[8] for r in rows], dtype=np.int64)
+        values = np.array([r[1:8] for r in rows], dtype=np.float64).T  # NULL -> NaN
+        days = session_days_of_keys(keys, True)
+        cut = np.flatnonzero(np.diff(days)) + 1
+        for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(keys)].tolist(), strict=True):
+            conn.execute(
+                SQLITE.replace_into("bar_chunks", 7),
+                (sid, int(days[a]), int(keys[a]), int(keys[b - 1]), b - a, int(expiry[a:b].max()),
+                 chunks.encode(keys[a:b], values[:, a:b])),
+            )
+        conn.execute("DELETE FROM bars WHERE series_id = ?", (sid,))
+
+
 #: Forward-only migrations: (version reached, description, function).
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "initial schema (bars, series, raw_options_chain, trade_history)", _migration_1),
     (2, "coverage bookkeeping", _migration_2),
     (3, "trade excursions (max_profit_pct, max_drawdown_pct)", _migration_3),
+    (4, "intraday bars as one compressed chunk per (series, session)", _migration_4),
+    (5, "short trades stored with the unsigned P&L % get the signed one", _migration_short_trade_pct),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

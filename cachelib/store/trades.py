@@ -1,52 +1,30 @@
-"""Trade history: the rules of a trade record, its derived P&L, history, deletion, statistics.
+"""Trade history: archive, history, deletion, statistics of the ``trade_history`` table.
 
-A trade is archived at entry and updated at exit by ``trade_id``; only the fields given are
-changed. ``realized_pnl``, ``realized_pnl_pct`` and ``holding_period_hours`` are derived from
-the merged trade whenever a call does not give them (:func:`derived_trade_fields`).
+The trade record itself (model, columns, rules, the signed P&L) lives in :mod:`cachelib.trade`,
+shared with the engine. A trade is archived at entry and updated at exit by ``trade_id``; only
+the fields given are changed. ``realized_pnl``, ``realized_pnl_pct`` and
+``holding_period_hours`` are derived from the merged trade whenever a call does not give them
+(:func:`cachelib.trade.derived_trade_fields`).
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..bars import check_number, clamp_key, normalize_symbol, range_start_key
+from ..bars import normalize_symbol
 from ..clock import now_utc
+from ..trade import MAX_TRADE_ID_LENGTH as MAX_TRADE_ID_LENGTH
+from ..trade import MAX_TRADE_QUANTITY as MAX_TRADE_QUANTITY
+from ..trade import TRADE_COLUMNS as TRADE_COLUMNS
+from ..trade import TRADE_REQUIRED, TRADE_TIME_COLUMNS, check_trade, derived_trade_fields, trade_record
 from .bars import open_key_range
 from .dialect import maybe, where_clause
 
 if TYPE_CHECKING:
     from .connection import Database
-
-log = logging.getLogger("cachelib.store")
-
-TRADE_COLUMNS: tuple[str, ...] = (
-    "trade_id",
-    "symbol",
-    "entry_date",
-    "entry_price",
-    "quantity",
-    "exit_date",
-    "exit_price",
-    "exit_reason",
-    "realized_pnl",
-    "realized_pnl_pct",
-    "holding_period_hours",
-    "strategy_name",
-    "signal_strength",
-    "signal_confidence",
-    "broker_account",
-    "max_profit_pct",
-    "max_drawdown_pct",
-)
-_TRADE_TIME_COLUMNS = ("entry_date", "exit_date")
-_TRADE_REQUIRED = ("trade_id", "symbol", "entry_date", "entry_price", "quantity")
-MAX_TRADE_QUANTITY = 1e15  # shares or contracts in one trade: far beyond any real order
-MAX_TRADE_ID_LENGTH = 200
 
 
 class TradeTable:
@@ -65,7 +43,7 @@ class TradeTable:
             ).fetchone()
             existing = None if row is None else dict(zip(TRADE_COLUMNS, row, strict=True))
             if existing is None:
-                missing = [c for c in _TRADE_REQUIRED if record.get(c) is None]
+                missing = [c for c in TRADE_REQUIRED if record.get(c) is None]
                 if missing:
                     raise ValueError(f"trade {record['trade_id']!r} is new and lacks {', '.join(missing)}")
             merged = {**(existing or {}), **record}
@@ -97,7 +75,7 @@ class TradeTable:
                 raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
             sql += f" LIMIT {int(limit)}"
         frame = pd.DataFrame(self._db.conn.execute(sql, params).fetchall(), columns=list(TRADE_COLUMNS))
-        for col in _TRADE_TIME_COLUMNS:
+        for col in TRADE_TIME_COLUMNS:
             frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
         return frame
 
@@ -132,99 +110,6 @@ class TradeTable:
             "profit_factor": round(sum(wins) / gross_loss, 6) if gross_loss else None,
             "avg_holding_hours": round(sum(hours) / len(hours), 6) if hours else 0.0,
         }
-
-
-def trade_record(trade: Any) -> dict[str, Any]:
-    """The given fields of a trade, each checked and normalised (the per-field half of
-    the trade rules; :func:`check_trade` holds the rules across fields)."""
-    if hasattr(trade, "model_dump"):
-        data = trade.model_dump()
-    elif isinstance(trade, Mapping):
-        data = dict(trade)
-    else:
-        raise ValueError(f"trade must be a dict or a pydantic model, got {type(trade).__name__}")
-    unknown = set(data) - set(TRADE_COLUMNS)
-    data = {k: v for k, v in data.items() if k in TRADE_COLUMNS}
-    trade_id = data.get("trade_id")
-    if not isinstance(trade_id, str) or not trade_id.strip():
-        raise ValueError("trade needs a non-empty string trade_id")
-    if len(trade_id.strip()) > MAX_TRADE_ID_LENGTH:
-        raise ValueError(f"trade_id is longer than {MAX_TRADE_ID_LENGTH} characters")
-    record: dict[str, Any] = {"trade_id": trade_id.strip()}
-    for key, value in data.items():
-        # Only None means "not given": a NaN price or a NaT time is refused by its check.
-        if key == "trade_id" or value is None:
-            continue
-        what = f"trade {record['trade_id']!r}: {key}"
-        if key == "symbol":
-            try:
-                value = normalize_symbol(value)
-            except ValueError as exc:
-                raise ValueError(f"trade {record['trade_id']!r}: {exc}") from None
-        elif key in _TRADE_TIME_COLUMNS:
-            # A bare date is that New York day's midnight, as the date filters read it.
-            value = range_start_key(value, intraday=True, what=what)
-            if clamp_key(value) != value:
-                raise ValueError(f"{what} {data[key]!r} is outside the years 1677-2262")
-        elif key in ("entry_price", "exit_price"):
-            value = check_number(value, what)
-            if value <= 0:
-                raise ValueError(f"{what} must be a positive number, got {data[key]!r}")
-        elif key == "quantity":
-            value = check_number(value, what)
-            if value == 0 or abs(value) > MAX_TRADE_QUANTITY:
-                raise ValueError(
-                    f"{what} must be a non-zero number of at most {MAX_TRADE_QUANTITY:g} in size, "
-                    f"got {data[key]!r}"
-                )
-            value = int(value) if value.is_integer() else value
-        elif key == "signal_confidence":
-            value = check_number(value, what)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{what} must be between 0 and 1, got {data[key]!r}")
-        elif key in ("realized_pnl", "realized_pnl_pct", "holding_period_hours",
-                     "max_profit_pct", "max_drawdown_pct"):
-            value = check_number(value, what)
-        else:
-            value = str(value.value if hasattr(value, "value") else value)
-        record[key] = value
-    if unknown and log.isEnabledFor(logging.DEBUG):
-        log.debug("archive_trade ignored fields %s", sorted(unknown))
-    return record
-
-
-def check_trade(trade: dict[str, Any], existing: dict[str, Any] | None) -> None:
-    """The trade rules across fields, on the merged trade (``existing`` updated by this
-    call): an update keeps the symbol, the exit is not before the entry, and the derived
-    P&L is a finite number."""
-    tid = trade["trade_id"]
-    if existing is not None and trade["symbol"] != existing["symbol"]:
-        raise ValueError(
-            f"trade {tid!r}: symbol {trade['symbol']} differs from the stored {existing['symbol']}; "
-            "a trade_id names one trade (archive the other symbol under a new trade_id)"
-        )
-    if trade.get("exit_date") is not None and trade["exit_date"] < trade["entry_date"]:
-        def iso(key: str) -> str:
-            return pd.Timestamp(trade[key], unit="s", tz="UTC").isoformat()
-
-        raise ValueError(
-            f"trade {tid!r}: exit_date {iso('exit_date')} is before entry_date {iso('entry_date')}"
-        )
-    for name, value in derived_trade_fields(trade).items():
-        if not math.isfinite(value):
-            raise ValueError(f"trade {tid!r}: {name} is not a finite number (prices or quantity too large)")
-
-
-def derived_trade_fields(trade: dict[str, Any]) -> dict[str, float]:
-    """P&L, P&L % and holding hours of a (merged) trade, as far as its fields allow."""
-    out: dict[str, float] = {}
-    exit_price, entry, qty = trade.get("exit_price"), trade["entry_price"], trade["quantity"]
-    if exit_price is not None:
-        out["realized_pnl"] = (exit_price - entry) * qty
-        out["realized_pnl_pct"] = (exit_price / entry - 1.0) * 100.0 * (1.0 if qty > 0 else -1.0)
-    if trade.get("exit_date") is not None:
-        out["holding_period_hours"] = (trade["exit_date"] - trade["entry_date"]) / 3600.0
-    return out
 
 
 def trade_filters(

@@ -33,7 +33,8 @@ RECENT_AGE_DAYS = 2  # age >= 2 calendar days (New York) is historical
 MAX_TTL_HOURS = 100 * 8766
 DAY = 86_400
 _EPOCH = date(1970, 1, 1)
-#: The tables whose rows expire (each has an integer ``expires_at``).
+#: The tables whose rows expire (each has an integer ``expires_at``); ``bar_chunks`` expire
+#: too, counted in bars (see :func:`cleanup_expired`).
 EXPIRING_TABLES = ("bars", "coverage", "raw_options_chain")
 
 
@@ -93,7 +94,11 @@ def cleanup_expired(db: Database) -> int:
     """Remove expired rows from every table that expires, in one transaction; returns rows."""
     now_s = int(now_utc().timestamp())
     with db.atomic() as conn:
-        removed = 0
+        # An expired intraday chunk removes its bars (the count is of bars, as for rows).
+        removed = conn.execute(
+            "SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks WHERE expires_at <= ?", (now_s,)
+        ).fetchone()[0]
+        conn.execute("DELETE FROM bar_chunks WHERE expires_at <= ?", (now_s,))
         for table in EXPIRING_TABLES:
             removed += conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now_s,)).rowcount
     return removed

@@ -1,0 +1,93 @@
+"""``set_many``: several symbols' bars in one transaction (issue 10 §3)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from freezegun import freeze_time
+
+from cachelib.store import TradingCacheManager
+
+NOW = "2024-06-03 15:00:00"
+DAYS = pd.DatetimeIndex(["2024-05-30", "2024-05-31"], name="date")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = TradingCacheManager(tmp_path / "cache.db")
+    yield c
+    c.close()
+
+
+def daily(closes: list[float], **extra) -> pd.DataFrame:
+    return pd.DataFrame({"open": closes, "high": closes, "low": closes, "close": closes, "volume": 10.0, **extra},
+                        index=DAYS[: len(closes)])
+
+
+def snapshot(cache) -> list[tuple]:
+    return cache.conn.execute("SELECT * FROM bars ORDER BY series_id, ts").fetchall()
+
+
+@freeze_time(NOW)
+def test_dict_and_multiindex_forms_write_the_same_bars(tmp_path):
+    frames = {"spy": daily([500.0, 501.5], trade_count=[10, 11]), "AAPL": daily([190.25])}
+    a = TradingCacheManager(tmp_path / "a.db")
+    assert a.set_many(frames, source="alpaca") == 3
+    multi = pd.concat({"SPY": frames["spy"], "AAPL": frames["AAPL"]}, names=["symbol", "timestamp"])
+    b = TradingCacheManager(tmp_path / "b.db")
+    assert b.set_many(multi, source="alpaca") == 3
+    for cache in (a, b):
+        spy = cache.get("SPY", "2024-05-01", "2024-05-31")
+        assert spy["close"].tolist() == [500.0, 501.5] and spy["trade_count"].tolist() == [10, 11]
+        assert cache.get("AAPL", "2024-05-01", "2024-05-31")["close"].tolist() == [190.25]
+        assert cache.get_symbols() == ["AAPL", "SPY"]
+    assert snapshot(a) == snapshot(b) and len(snapshot(a)) == 3
+
+
+@freeze_time(NOW)
+def test_one_bad_frame_and_nothing_is_written(cache):
+    cache.set("SPY", daily([1.0]), source="alpaca")
+    before = snapshot(cache)
+    frames = {"SPY": daily([2.0, 3.0]), "AAPL": daily([190.0, -1.0])}
+    with pytest.raises(ValueError, match="non-positive price"):
+        cache.set_many(frames, source="alpaca")
+    assert snapshot(cache) == before
+    assert cache.conn.execute("SELECT symbol FROM series").fetchall() == [("SPY",)]
+    with pytest.raises(ValueError, match="duplicate bar times"):
+        cache.set_many({"SPY": daily([2.0]), "spy": daily([3.0])}, source="alpaca")
+    assert snapshot(cache) == before
+
+
+@freeze_time(NOW)
+def test_intraday_set_many_writes_chunks(cache):
+    idx = pd.date_range("2024-05-31 13:30", periods=2, freq="1min", tz="UTC")
+    frame = pd.DataFrame({"close": [10.0, 11.0]}, index=idx)
+    assert cache.set_many({"SPY": frame, "QQQ": frame * 2}, source="alpaca", timeframe="1Min") == 4
+    assert cache.get("QQQ", "2024-05-31", "2024-05-31", timeframe="1Min")["close"].tolist() == [20.0, 22.0]
+    assert cache.get_stats()["tables"]["bar_chunks"] == 2
+
+
+def test_empty_input_writes_nothing(cache):
+    assert cache.set_many({}, source="alpaca") == 0
+    assert cache.set_many({"SPY": daily([])}, source="alpaca") == 0
+    empty = pd.DataFrame({"close": []}, index=pd.MultiIndex.from_arrays([[], pd.DatetimeIndex([])],
+                                                                       names=["symbol", "timestamp"]))
+    assert cache.set_many(empty, source="alpaca") == 0
+    assert cache.get_stats()["total_entries"] == 0
+
+
+@pytest.mark.parametrize("frames, message", [
+    (["SPY"], "set_many takes"),
+    (daily([1.0]), "set_many takes"),
+    ({"SPY": [1.0]}, "must be a pandas DataFrame"),
+    ({"": daily([1.0])}, "symbol is empty"),
+    ({"SPY": daily([1.0])}, None),
+])
+def test_bad_types_are_refused(cache, frames, message):
+    if message is None:
+        with pytest.raises(ValueError, match="source must be"):
+            cache.set_many(frames, source="")
+    else:
+        with pytest.raises(ValueError, match=message):
+            cache.set_many(frames, source="alpaca")
+    assert cache.get_stats()["total_entries"] == 0

@@ -35,6 +35,7 @@ from cachelib.tick_flow import get_strategy, run_session
 ROOT = Path(__file__).resolve().parents[1]
 BACKTRADER_BARS_PER_S = 8_100  # /work/shared/NOTES.md, "Measured on these machines"
 TARGET_BARS_PER_S = 100_000
+STORE_TARGET_BARS_PER_S = 250_000  # issue 10 section 4: replay_days from the store
 
 Bar = tuple[datetime, float, float, float, float, float]
 
@@ -241,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target >= {TARGET_BARS_PER_S:,} bars/s through the full flow: {verdict} "
           f"({n_bars / flow_s / BACKTRADER_BARS_PER_S:.0f}x backtrader, "
           f"{ref_s / flow_s:.2f}x the reference's speed)")
+    if store is not None:
+        store_rate = store[2] / store[0]
+        print(f"target >= {STORE_TARGET_BARS_PER_S:,} bars/s for replay_days from the store: "
+              f"{'PASS' if store_rate >= STORE_TARGET_BARS_PER_S else 'BELOW TARGET'} ({store_rate:,.0f})")
     print(f"trades identical to the reference: {'YES' if identical else 'NO'} "
           f"({n_trades:,} trades compared{'' if identical else '; first difference: ' + why})")
 

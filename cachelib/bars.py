@@ -702,6 +702,7 @@ OPTION_COLUMNS: tuple[str, ...] = (
     "rho",
     "underlying_price",
     "snapshot_time",  # aware UTC datetime of the quote
+    "open_interest_date",  # datetime.date the open interest was counted on, or None
 )
 
 _OCC_RE = re.compile(r"([A-Z0-9.]{1,6})(\d{6})([CP])(\d{8})", re.ASCII)

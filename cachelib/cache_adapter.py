@@ -44,6 +44,7 @@ from .bars import (
     to_utc_datetime,
 )
 from .store import TradingCacheManager, default_db_path
+from .store.series import write_feed
 
 __all__ = [
     "get_market_data",
@@ -163,17 +164,27 @@ def get_market_data(
     source: str = ANY_SOURCE,
     timeframe: str = "1Day",
     db_path: str | os.PathLike[str] | None = None,
+    feed: str | None = None,
+    adjustment: str = "raw",
+    as_of: Any = None,
 ) -> pd.DataFrame | None:
     """Cached bars of ``symbol`` in ``[start_date, end_date]``, or ``None`` when there are none.
 
     ``source="any"`` takes each bar from the best source that holds it (the store's
     :data:`~cachelib.store.SOURCE_PRIORITY`). The frame is the store's canonical shape.
+    ``feed`` (``"sip"``, ``"iex"``...) reads only that feed's bars; ``None`` lets each source
+    answer from its best feed (:meth:`~cachelib.store.TradingCacheManager.get`).
+    ``adjustment`` (``raw``, ``split``, ``dividend`` or ``all``) and ``as_of`` (a date; default
+    today in New York) adjust the raw bars at read time by the cached corporate actions with
+    ex-date <= ``as_of``, as :meth:`~cachelib.store.TradingCacheManager.get` does.
 
     >>> get_market_data("SPY", "2025-01-01", "2025-01-31", source="alpaca_1Hour")  # doctest: +SKIP
+    >>> get_market_data("NVDA", "2024-06-03", "2024-06-14", adjustment="split")  # doctest: +SKIP
     """
     src, tf = _read_source(source, timeframe)
     with _cache_for(db_path) as cache:
-        return cache.get(symbol, start_date, end_date, source=src, timeframe=tf)
+        return cache.get(symbol, start_date, end_date, source=src, timeframe=tf, feed=feed,
+                         adjustment=adjustment, as_of=as_of)
 
 
 def set_market_data(
@@ -184,8 +195,11 @@ def set_market_data(
     data: pd.DataFrame,
     timeframe: str = "1Day",
     db_path: str | os.PathLike[str] | None = None,
+    feed: str | None = None,
 ) -> int:
     """Store the bars of ``data`` that fall in ``[start_date, end_date]``; returns rows written.
+
+    ``feed`` is the vendor feed the bars came from; ``None`` files them under ``"unknown"``.
 
     The bounds are dates (New York days): for an intraday timeframe they include the whole
     of both days. Bars outside them are dropped, but the whole frame must be valid. The
@@ -195,6 +209,7 @@ def set_market_data(
     20
     """
     src, tf_name = split_source(source, timeframe)
+    feed = write_feed(feed)  # checked before any early return
     if src.lower() == ANY_SOURCE:
         raise ValueError("source 'any' is for reading; name the source the bars came from")
     tf = parse_timeframe(tf_name)
@@ -216,7 +231,7 @@ def set_market_data(
         index = pd.DatetimeIndex(pd.to_datetime(bars["key"].to_numpy(), unit="s"), name="date")
     frame = pd.DataFrame({c: bars[c].to_numpy() for c in BAR_COLUMNS}, index=index)
     with _cache_for(db_path) as cache:
-        return cache.set(sym, frame, source=src, timeframe=tf.name)
+        return cache.set(sym, frame, source=src, timeframe=tf.name, feed=feed)
 
 
 # ---------------------------------------------------------------------------

@@ -5,12 +5,19 @@ Every subcommand accepts the global ``--db-path`` and ``--json`` before or after
     cache-manager stats
     cache-manager --db-path /data/cache.db symbols --json
     cache-manager export SPY --start 2025-01-01 --end 2025-01-31 --format csv --output spy.csv
+    cache-manager query NVDA --start 2024-06-03 --end 2024-06-14 --adjustment split --as-of 2024-06-10
+    cache-manager actions NVDA --start 2024-01-01 --end 2024-12-31
 
 Readable tables go to stdout for people, ``--json`` output for scripts.
 
 Times: ``--start``/``--end`` take a day (``YYYY-MM-DD``, a whole New York session) or a time.
 A time without an offset is New York time, as the tables show it; ``Z`` or ``+HH:MM`` is
 honoured (``2026-11-27T10:00`` and ``2026-11-27T15:00Z`` are the same instant).
+
+Prices: the cache holds raw bars, as traded. ``query``/``export --adjustment split|dividend|all``
+adjust them at read time by the corporate actions cached with ex-date <= ``--as-of DATE``
+(default: today in New York), ``--feed`` reads one vendor feed only (``sip``, ``iex``...);
+``actions SYMBOL`` lists the cached corporate actions.
 
 Exit codes (:data:`EXIT_CODES`): 0 done, also when nothing matched (a message on stderr, and
 ``--json`` output stays well-formed, e.g. ``[]``); 1 runtime error or declined confirmation
@@ -47,8 +54,9 @@ import pandas as pd
 
 from . import __version__
 from .bars import _VALID_AMOUNTS, BAR_COLUMNS, NY, key_range, normalize_symbol, parse_timeframe
+from .corporate_actions import ACTION_COLUMNS, ADJUSTMENTS
 from .store import TradingCacheManager, database_files, default_db_path
-from .store.series import norm_asset_type, norm_source
+from .store.series import norm_asset_type, norm_feed, norm_source
 
 __all__ = ["main", "build_parser", "EXIT_CODES"]
 
@@ -57,7 +65,7 @@ EXIT_CODES: dict[int, str] = {
     0: "done, also when nothing matched (a message on stderr; --json output stays well-formed)",
     1: "runtime error, e.g. 'no cache at PATH' (one 'error: ...' line on stderr), a declined "
     "confirmation, or a legacy file that failed to import",
-    2: "usage error: unknown command or flag, malformed date, time, timeframe or symbol",
+    2: "usage error: unknown command or flag, malformed date, time, timeframe, symbol or feed",
     130: "interrupted (Ctrl-C)",
     141: "stdout was closed by its reader (e.g. '| head'): stops quietly",
 }
@@ -125,6 +133,14 @@ def _when(text: str) -> date | datetime:
     return moment.replace(tzinfo=NY) if moment.tzinfo is None else moment
 
 
+def _day(text: str) -> date:
+    """``--as-of`` and the ``actions`` bounds: a calendar day ``YYYY-MM-DD`` (a New York date)."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a day (YYYY-MM-DD)") from None
+
+
 def _usage(rule: Callable[[str], str]) -> Callable[[str], str]:
     """An argparse ``type=`` from one of the cache's own rules: a bad value is a usage error
     (exit 2), reported by argparse with the rule's message."""
@@ -142,6 +158,7 @@ def _usage(rule: Callable[[str], str]) -> Callable[[str], str]:
 _symbol = _usage(normalize_symbol)  # a ticker, validated and upper-cased by the cache's own rule
 _asset_type = _usage(norm_asset_type)
 _source = _usage(norm_source)
+_feed = _usage(norm_feed)
 
 
 def _show(value: date | datetime | None) -> str:
@@ -327,9 +344,10 @@ def cmd_symbols(args: argparse.Namespace) -> int:
 def _bars(cache: TradingCacheManager, args: argparse.Namespace) -> pd.DataFrame | None:
     """The bars ``export``/``query`` select, or ``None`` after saying on stderr that none match."""
     frame = cache.get(args.symbol, args.start, args.end, source=args.source,
-                      asset_type=args.asset_type, timeframe=args.timeframe)
+                      asset_type=args.asset_type, timeframe=args.timeframe, feed=args.feed,
+                      adjustment=args.adjustment, as_of=args.as_of)
     if frame is None:
-        where = f" from {args.source}" if args.source else ""
+        where = (f" from {args.source}" if args.source else "") + (f" (feed {args.feed})" if args.feed else "")
         print(f"No cached {args.timeframe} bars for {args.symbol}{where} in "
               f"{_show(args.start)} .. {_show(args.end)}", file=sys.stderr)
     return frame
@@ -438,6 +456,48 @@ def cmd_query(args: argparse.Namespace) -> int:
     headers = (first, "open", "high", "low", "close", "volume", "vwap", "trades")
     print(_table(rows, headers))
     print(f"{len(rows):,} bars")
+    return 0
+
+
+def _ratio(value: Any) -> str:
+    """A split ratio or dividend amount as stored (``4``, ``0.1``, ``0.24``); blank when NaN."""
+    value = _plain(value)
+    return "" if value is None else f"{value:g}"
+
+
+def _action_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Corporate actions as JSON records: :data:`~cachelib.corporate_actions.ACTION_COLUMNS`
+    (``ex_date`` as ``YYYY-MM-DD``, NaN as ``null``) and ``fetched_at`` (ISO, UTC)."""
+    out = []
+    for row in frame.itertuples(index=False):
+        record = {name: _plain(getattr(row, name)) for name in ACTION_COLUMNS}
+        record["ex_date"] = row.ex_date.isoformat()
+        record["fetched_at"] = row.fetched_at.to_pydatetime().astimezone(timezone.utc).isoformat()
+        out.append(record)
+    return out
+
+
+def cmd_actions(args: argparse.Namespace) -> int:
+    with _open(args) as cache:
+        frame = cache.get_corporate_actions(args.symbol, args.start, args.end, source=args.source)
+    frame = frame.sort_values(["ex_date", "action_type", "symbol"], kind="stable")
+    if frame.empty:
+        where = f" from {args.source}" if args.source else ""
+        span = f" in {_show(args.start)} .. {_show(args.end)}" if args.start or args.end else ""
+        print(f"No corporate actions cached for {args.symbol}{where}{span}", file=sys.stderr)
+    if args.json:
+        _dump_json(_action_records(frame), sys.stdout)
+        return 0
+    if frame.empty:
+        return 0
+    rows = [
+        (row.ex_date.isoformat(), row.symbol, row.action_type, _ratio(row.ratio), _ratio(row.amount),
+         row.new_symbol or "", row.source, row.fetched_at.strftime("%Y-%m-%d %H:%M"))
+        for row in frame.itertuples(index=False)
+    ]
+    headers = ("ex_date", "symbol", "action", "ratio", "amount", "new_symbol", "source", "fetched (UTC)")
+    print(_table(rows, headers))
+    print(f"{len(rows):,} corporate action{'s' if len(rows) != 1 else ''}")
     return 0
 
 
@@ -561,6 +621,15 @@ def _range_options(parser: argparse.ArgumentParser) -> None:
                         help=f"{_TIMEFRAME_HELP} (default 1Day)")
     parser.add_argument("--source", default=None, type=_source, help="only this source (default: best source per bar)")
     parser.add_argument("--asset-type", default="stock", type=_asset_type, help="asset type (default stock)")
+    parser.add_argument("--feed", default=None, type=_feed,
+                        help="only this vendor feed, e.g. sip or iex (default: each source's best feed: "
+                             "sip, then delayed_sip, then iex)")
+    parser.add_argument("--adjustment", default="raw", choices=ADJUSTMENTS,
+                        help="raw: prices as traded (default); split: adjusted for splits and stock "
+                             "dividends; dividend: for cash dividends; all: both")
+    parser.add_argument("--as-of", default=None, type=_day, metavar="DATE",
+                        help="adjust by the corporate actions with ex-date on or before DATE (YYYY-MM-DD; "
+                             "default: today in New York): prices as a user saw them that day")
 
 
 def _epilog() -> str:
@@ -608,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     p = add("query", cmd_query, "show a symbol's cached bars as a table")
     _range_options(p)
+    p = add("actions", cmd_actions, "list a symbol's cached corporate actions (splits, dividends, name changes)")
+    p.add_argument("symbol", type=_symbol, help="ticker, e.g. NVDA")
+    p.add_argument("--start", default=None, type=_day, metavar="DATE", help="from this ex-date (YYYY-MM-DD)")
+    p.add_argument("--end", default=None, type=_day, metavar="DATE", help="up to this ex-date (YYYY-MM-DD)")
+    p.add_argument("--source", default=None, type=_source,
+                   help="only this source (default: each action from the best source)")
     p = add("clear", cmd_clear, "delete cached bars matching the filters (all bars without filters)")
     p.add_argument("--symbol", default=None, type=_symbol, help="only this symbol")
     p.add_argument("--source", default=None, type=_source, help="only this source")

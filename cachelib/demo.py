@@ -1263,7 +1263,7 @@ class DemoSource:
                 "rho": g["rho"][order],
             })
         data: dict[str, Any] = {}
-        for c in OPTION_COLUMNS[:-2]:
+        for c in OPTION_COLUMNS[:OPTION_COLUMNS.index("underlying_price")]:
             if c in ("contract_symbol", "option_type"):
                 data[c] = pd.array([v for part in parts for v in part[c]], dtype="str")
             else:

@@ -4,6 +4,10 @@ Data flow: store (cached minute bars) -> tick flow (one fresh ``StrategyCache`` 
 -> ``trade_history``. Each session is replayed on its own: indicators start empty every day
 and any position still open at the close is closed at the last bar's close.
 
+:func:`replay_days` reads the store :data:`BLOCK_SESSIONS` sessions at a time (one query and
+one conversion to Python lists per block, never pandas per bar) and archives each block's
+trades in one transaction.
+
 Only the bars of the *regular* session ``[open, close)`` from :func:`session_bounds` are
 replayed; extended-hours bars that may sit in the cache are left out, and an early close
 simply has fewer bars.
@@ -25,13 +29,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from cachelib.bars import normalize_symbol, normalize_symbols, parse_timeframe, to_date
+import numpy as np
+
+from cachelib.bars import Timeframe, normalize_symbol, normalize_symbols, parse_timeframe, to_date
 from cachelib.market_hours import is_session, is_session_finished, session_bounds, sessions_in_range
 from cachelib.tick_flow import Strategy, Trade, get_strategy, run_session
 
@@ -139,13 +146,27 @@ def session_bars(
     """
     if start is not None or end is not None:
         frame = _between(frame, start, end)
-    stamps = [ts if ts.tzinfo is _UTC else ts.astimezone(_UTC) for ts in frame.index.to_pydatetime()]
+    return zip(*_bar_columns(frame), strict=True)
+
+
+_Columns = tuple[list[datetime], list[float], list[float], list[float], list[float], list[float]]
+
+
+def _bar_columns(frame: pd.DataFrame) -> _Columns:
+    """The frame's times (UTC ``datetime``) and open/high/low/close/volume as Python lists.
+
+    Converted once per frame, column by column, so the replay never touches pandas per bar.
+    """
+    stamps: list[datetime] = frame.index.to_pydatetime().tolist()
+    if stamps and stamps[0].tzinfo is not _UTC:  # one index, one time zone: check the first
+        stamps = [ts.astimezone(_UTC) for ts in stamps]
 
     def column(name: str) -> list[float]:
         return frame[name].to_numpy(dtype=float).tolist()
 
-    volume = [0.0 if v != v else v for v in column("volume")]  # a missing volume counts as 0
-    return zip(stamps, column("open"), column("high"), column("low"), column("close"), volume, strict=True)
+    volume = frame["volume"].to_numpy(dtype=float)
+    volume = np.where(np.isnan(volume), 0.0, volume)  # a missing volume counts as 0
+    return stamps, column("open"), column("high"), column("low"), column("close"), volume.tolist()
 
 
 def _between(frame: pd.DataFrame, start: datetime | None, end: datetime | None) -> pd.DataFrame:
@@ -177,9 +198,45 @@ def _session_frame(
         frame = read()
         synced = True
     if frame is None:
-        hint = "the source returned none either" if synced else "sync them first or pass source="
-        raise MissingBarsError(symbol, day, timeframe, hint)
+        raise _missing(symbol, day, timeframe, synced)
     return frame, open_utc, close_utc
+
+
+def _intraday(timeframe: str) -> Timeframe:
+    tf = parse_timeframe(timeframe)
+    if not tf.is_intraday:
+        raise ValueError(f"a session replay needs an intraday timeframe (e.g. 1Min), got {timeframe!r}")
+    return tf
+
+
+def _missing(symbol: str, day: date, timeframe: str, synced: bool) -> MissingBarsError:
+    hint = "the source returned none either" if synced else "sync them first or pass source="
+    return MissingBarsError(symbol, day, timeframe, hint)
+
+
+#: Sessions read per store query in replay_days: about a month, ~8k minute bars (< 1 MB as
+#: lists). One query per session cost more than the tick flow of the session's first bars.
+BLOCK_SESSIONS = 21
+
+
+def _block_sessions(
+    cache: TradingCacheManager, symbol: str, days: Sequence[date], timeframe: str
+) -> Iterator[tuple[date, int, Iterator[tuple[datetime, float, float, float, float, float]]]]:
+    """``(day, bars, bar tuples)`` of the regular session of each of ``days`` (ascending
+    sessions), read from the store in one query; ``bars`` is 0 for a session without bars."""
+    frame = cache.get(symbol, days[0], days[-1], timeframe=timeframe)
+    if frame is None or frame.empty:
+        columns: _Columns = ([], [], [], [], [], [])
+    else:
+        if not frame.index.is_monotonic_increasing:
+            frame = frame.sort_index()
+        columns = _bar_columns(frame)
+    stamps = columns[0]
+    for day in days:
+        open_utc, close_utc = session_bounds(day)
+        lo = bisect_left(stamps, open_utc)
+        hi = bisect_left(stamps, close_utc, lo)
+        yield day, hi - lo, zip(*(col[lo:hi] for col in columns), strict=True)
 
 
 def _sync(cache: Any, source: Any, symbols: list[str], start: date, end: date, timeframe: str) -> Any:
@@ -199,9 +256,7 @@ def _replay(
     source: Any,
     synced: bool = False,
 ) -> tuple[list[Trade], int]:
-    tf = parse_timeframe(timeframe)
-    if not tf.is_intraday:
-        raise ValueError(f"a session replay needs an intraday timeframe (e.g. 1Min), got {timeframe!r}")
+    tf = _intraday(timeframe)
     if not is_session(day):
         raise ValueError(f"{day.isoformat()} is not an NYSE session")
     if not is_session_finished(day):
@@ -211,23 +266,48 @@ def _replay(
             f"the session of {day.isoformat()} has not closed and settled yet; replay it after the close"
         )
     frame, _, _ = _session_frame(cache, symbol, day, tf.name, source, synced)
-    trades = run_session(
-        session_bars(frame),
+    trades = _run_session(symbol, day, strategy, tf.seconds, session_bars(frame))
+    _archive_sessions(cache, symbol, strategy.name, [(day, trades)])
+    return trades, len(frame)
+
+
+def _run_session(
+    symbol: str,
+    day: date,
+    strategy: Strategy,
+    bar_seconds: int | None,
+    bars: Iterable[tuple[datetime, float, float, float, float, float]],
+) -> list[Trade]:
+    """One session's bars (from the store) through the strategy: its closed trades."""
+    return run_session(
+        bars,
         strategy,
         symbol,
-        bar_interval=timedelta(seconds=tf.seconds or 60),
+        bar_interval=timedelta(seconds=bar_seconds or 60),
         validate=False,  # bars were validated when they entered the store
         run_id=f"{strategy.name}:{symbol}:{day.isoformat()}",
         backtest_mode=True,
     )
-    # Idempotent: drop whatever an earlier replay of this session archived, then upsert; in one
-    # transaction where the store offers one, so a reader never sees a half-replayed session.
+
+
+def _archive_sessions(
+    cache: TradingCacheManager, symbol: str, strategy_name: str, sessions: Sequence[tuple[date, list[Trade]]]
+) -> None:
+    """Replace the archived trades of each replayed ``(session, trades)`` with ``trades``.
+
+    Idempotent: whatever an earlier replay of a session archived is dropped, then the trades
+    are upserted; all in one transaction where the store offers one, so a reader never sees a
+    half-replayed session (one commit per block of sessions, not per session: commits were
+    ~4% of a replay).
+    """
+    if not sessions:
+        return
     atomic = getattr(cache, "atomic", None)
     with atomic() if atomic is not None else contextlib.nullcontext():
-        cache.delete_trades(symbol=symbol, start=day, end=day, strategy=strategy.name)
-        for trade in trades:
-            cache.archive_trade(trade)
-    return trades, len(frame)
+        for day, trades in sessions:
+            cache.delete_trades(symbol=symbol, start=day, end=day, strategy=strategy_name)
+            for trade in trades:
+                cache.archive_trade(trade)
 
 
 def replay_day(
@@ -293,20 +373,32 @@ def replay_days(
     report = None
     if source is not None and days:
         report = _sync(cache, source, list(names), first, last, timeframe)
-    jobs = [(symbol, day) for day in days for symbol in names]
+    tf = _intraday(timeframe) if days else parse_timeframe(timeframe)
+    # One job per (symbol, block of sessions): one store query per block, not per session.
+    blocks = [days[i:i + BLOCK_SESSIONS] for i in range(0, len(days), BLOCK_SESSIONS)]
+    jobs = [(symbol, block) for block in blocks for symbol in names]
 
-    def run(job: tuple[str, date]) -> tuple[str, date, int, int, int, float] | None:
-        """(symbol, day, bars, trades, winners, pnl); the trades themselves are not kept, so
-        memory does not grow with the number of sessions (they are in trade_history)."""
-        symbol, day = job
+    def run(job: tuple[str, list[date]]) -> list[tuple[str, date, int, int, int, float] | None]:
+        """Per session: (symbol, day, bars, trades, winners, pnl), or None when it had no bars.
+        The trades themselves are kept for one block only, so memory does not grow with the
+        number of sessions (they are in trade_history)."""
+        symbol, block = job
+        out: list[tuple[str, date, int, int, int, float] | None] = []
+        done: list[tuple[date, list[Trade]]] = []
         try:
-            trades, bars = _replay(cache, symbol, day, strat, timeframe, None, synced=report is not None)
-        except MissingBarsError:
-            if on_missing == "raise":
-                raise
-            return None
-        wins = sum(t.realized_pnl > 0 for t in trades)
-        return symbol, day, bars, len(trades), wins, sum(t.realized_pnl for t in trades)
+            for day, n_bars, bars in _block_sessions(cache, symbol, block, tf.name):
+                if not n_bars:
+                    if on_missing == "raise":
+                        raise _missing(symbol, day, tf.name, synced=report is not None)
+                    out.append(None)
+                    continue
+                trades = _run_session(symbol, day, strat, tf.seconds, bars)
+                done.append((day, trades))
+                wins = sum(t.realized_pnl > 0 for t in trades)
+                out.append((symbol, day, n_bars, len(trades), wins, sum(t.realized_pnl for t in trades)))
+        finally:  # also when a later session raised: the sessions replayed so far are kept
+            _archive_sessions(cache, symbol, strat.name, done)
+        return out
 
     if workers == 1 or len(jobs) <= 1:
         results = [run(job) for job in jobs]
@@ -318,17 +410,20 @@ def replay_days(
     missing: list[tuple[str, date]] = []
     n_trades = wins = n_bars = replayed = 0
     total_pnl = 0.0
-    for job, result in zip(jobs, results, strict=True):
-        if result is None:
-            missing.append(job)
-            continue
-        symbol, _, bars, count, won, pnl = result
-        replayed += 1
-        n_bars += bars
-        n_trades += count
-        wins += won
-        total_pnl += pnl
-        by_symbol[symbol] += count
+    for (symbol, block), block_results in zip(jobs, results, strict=True):
+        for day, result in zip(block, block_results, strict=True):
+            if result is None:
+                missing.append((symbol, day))
+                continue
+            _, _, bars, count, won, pnl = result
+            replayed += 1
+            n_bars += bars
+            n_trades += count
+            wins += won
+            total_pnl += pnl
+            by_symbol[symbol] += count
+    rank = {name: k for k, name in enumerate(names)}
+    missing.sort(key=lambda m: (m[1], rank[m[0]]))  # session by session, as the symbols were given
     stats = cache.get_trade_stats(symbol=names[0] if len(names) == 1 else None, strategy=strat.name)
     return ReplaySummary(
         strategy=strat.name,

@@ -339,11 +339,9 @@ def empty_bars_frame() -> pd.DataFrame:
     return _bars_frame([], pd.DatetimeIndex([], tz="UTC").as_unit("ns"), {})
 
 
-#: Columns of a source's option chain: OPTION_COLUMNS plus the date the open interest was
-#: counted on (a ``datetime.date`` or None). Kept apart until the store's table has the column.
-OPTION_CHAIN_COLUMNS: tuple[str, ...] = (
-    OPTION_COLUMNS if "open_interest_date" in OPTION_COLUMNS else (*OPTION_COLUMNS, "open_interest_date")
-)
+#: Columns of a source's option chain: exactly the store's OPTION_COLUMNS (``open_interest_date``
+#: included, a ``datetime.date`` or None).
+OPTION_CHAIN_COLUMNS: tuple[str, ...] = OPTION_COLUMNS
 
 _OPTION_FLOAT_COLUMNS = (
     "strike", "bid", "ask", "last", "volume", "open_interest", "implied_volatility",

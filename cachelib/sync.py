@@ -6,7 +6,9 @@
    exist, so they are never requested). Sessions still in the future are dropped; for daily
    bars so is today's session until it has closed (an in-progress daily bar is not a bar).
 2. ``cache.missing_sessions_many`` removes sessions already covered (fetched before, whether
-   they had bars or not, and not yet expired by the TTL rule).
+   they had bars or not, and not yet expired by the TTL rule) *by this source's feed*
+   (``source.feed_name``; ``"unknown"`` for a source without one): bars and coverage are
+   written under that feed, so IEX coverage never answers for SIP.
 3. Each symbol's missing sessions form contiguous runs (contiguous in the *session* calendar).
    Symbols with the same run share one request: the source pages through all of them, so 100
    symbols × 1 year of daily bars is ⌈25,200 / 10,000⌉ = 3 HTTP requests on Alpaca. Very long
@@ -49,12 +51,15 @@ from .bars import (
 )
 from .clock import now_utc
 from .store import TradingCacheManager
+from .store.series import UNKNOWN_FEED, norm_feed
 
 __all__ = [
     "SyncReport",
     "SymbolSync",
     "Rejection",
     "OptionSyncReport",
+    "CorporateActionSyncReport",
+    "sync_corporate_actions",
     "sync_bars",
     "sync_option_chains",
     "get_market_data",
@@ -122,6 +127,8 @@ class SyncReport:
     per_symbol: dict[str, SymbolSync] = field(default_factory=dict)
     calls: int = 0
     seconds: float = 0.0
+    #: The source's feed the bars and coverage were filed under.
+    feed: str = UNKNOWN_FEED
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-friendly values (dates as ISO strings)."""
@@ -162,7 +169,7 @@ class SyncReport:
         first = reports[0]
         symbols = list(dict.fromkeys(sym for r in reports for sym in r.symbols))
         out = cls(source=first.source, timeframe=first.timeframe, symbols=symbols,
-                  start=min(r.start for r in reports), end=max(r.end for r in reports))
+                  start=min(r.start for r in reports), end=max(r.end for r in reports), feed=first.feed)
         for r in reports:
             for name in _TOTALS:
                 setattr(out, name, getattr(out, name) + getattr(r, name))
@@ -228,6 +235,13 @@ def _source_name(source: Any) -> str:
     return name
 
 
+def _feed_name(source: Any) -> str:
+    """The feed a source's bars are filed under: its ``feed_name`` (``"iex"``, ``"sip"``,
+    ``"demo"``...), or ``"unknown"`` for a source that does not say."""
+    feed = getattr(source, "feed_name", None)
+    return UNKNOWN_FEED if feed is None else norm_feed(feed)
+
+
 def _eligible_sessions(first: date, last: date, intraday: bool, now: datetime) -> tuple[list[date], set[date]]:
     """Sessions worth asking for, and the subset that is finished (coverable)."""
     sessions = market_hours.sessions_in_range(first, last)
@@ -286,6 +300,7 @@ def sync_bars(
     if not isinstance(cache, TradingCacheManager):
         raise ValueError(f"cache must be a TradingCacheManager, got {type(cache).__name__}")
     src_name = _source_name(source)
+    feed = _feed_name(source)
     syms = normalize_symbols(symbols)
     if not syms:
         raise ValueError("no symbols to sync")
@@ -297,7 +312,7 @@ def sync_bars(
     if first > last:
         raise ValueError(f"start {start!r} is after end {end!r}")
     clock = now_utc(now)
-    report = SyncReport(source=src_name, timeframe=tf_name, symbols=syms, start=first, end=last)
+    report = SyncReport(source=src_name, timeframe=tf_name, symbols=syms, start=first, end=last, feed=feed)
     for sym in syms:
         report.per_symbol[sym] = _no_symbol_counts()
 
@@ -306,7 +321,8 @@ def sync_bars(
     if not eligible:
         report.seconds = time.perf_counter() - t0
         return report
-    missing = cache.missing_sessions_many(syms, eligible[0], eligible[-1], tf_name, src_name, asset_type)
+    missing = cache.missing_sessions_many(syms, eligible[0], eligible[-1], tf_name, src_name, asset_type,
+                                          feed=feed)
     eligible_set = set(eligible)
     position = {day: i for i, day in enumerate(eligible)}
 
@@ -329,7 +345,7 @@ def sync_bars(
         frame = source.get_bars(group_syms, days[0], days[-1], timeframe=tf_name)
         report.calls += 1
         report.requests_made = _requests(source) - before
-        _store_call(cache, report, frame, group_syms, days, finished, tf_name, src_name, asset_type)
+        _store_call(cache, report, frame, group_syms, days, finished, tf_name, src_name, asset_type, feed)
         if progress is not None:
             progress(done, len(calls))
     report.requests_made = _requests(source) - before
@@ -353,8 +369,10 @@ def _store_call(
     timeframe: str,
     source: str,
     asset_type: str,
+    feed: str,
 ) -> None:
-    """Validate one call's rows and write every symbol's bars and coverage in one transaction."""
+    """Validate one call's rows and write every symbol's bars and coverage (under ``feed``) in
+    one transaction."""
     if frame is None or not isinstance(frame, pd.DataFrame):
         raise ValueError(f"source {source!r} returned {type(frame).__name__}, not a DataFrame")
     missing_cols = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
@@ -406,10 +424,10 @@ def _store_call(
         if done_days:
             coverage.append((sym, done_days, rows_per_day))
     with cache.atomic():
-        cache.set_many(goods, source=source, asset_type=asset_type, timeframe=timeframe)
+        cache.set_many(goods, source=source, asset_type=asset_type, timeframe=timeframe, feed=feed)
         for sym, done_days, rows_per_day in coverage:
             cache.record_coverage(sym, done_days, source=source, timeframe=timeframe,
-                                  asset_type=asset_type, rows_per_session=rows_per_day)
+                                  asset_type=asset_type, rows_per_session=rows_per_day, feed=feed)
     for sym, good in goods.items():  # set_many wrote every validated row
         report.per_symbol[sym]["rows_written"] += len(good)
         report.rows_written += len(good)
@@ -452,6 +470,92 @@ def sync_option_chains(
         report.rows_per_underlying[underlying] = rows
         report.trading_dates[underlying] = trading_date.isoformat()
     report.requests_made = _requests(source) - before
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Corporate actions
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CorporateActionSyncReport:
+    """What one ``sync_corporate_actions`` call did: the request span (``fetched_start`` to
+    ``fetched_end``, None when nothing was missing), the symbols asked about, the requests
+    the source made and the action rows written."""
+
+    source: str
+    symbols: list[str]
+    start: date
+    end: date
+    symbols_fetched: list[str] = field(default_factory=list)
+    fetched_start: date | None = None
+    fetched_end: date | None = None
+    requests_made: int = 0
+    actions_written: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-friendly values (dates as ISO strings)."""
+        out = dict(self.__dict__)
+        for name in ("start", "end", "fetched_start", "fetched_end"):
+            value = out[name]
+            out[name] = None if value is None else value.isoformat()
+        out["symbols_fetched"] = list(self.symbols_fetched)
+        return out
+
+
+def sync_corporate_actions(
+    cache: TradingCacheManager,
+    source: Any,
+    symbols: str | Iterable[str],
+    start: Any,
+    end: Any,
+) -> CorporateActionSyncReport:
+    """Fetch the corporate actions of ``symbols`` with ex-dates in ``[start, end]`` that the
+    cache's action coverage lacks; store them and their coverage in one transaction.
+
+    Gap-aware like :func:`sync_bars`, with its own coverage and TTL
+    (:func:`cachelib.store.ttl.action_expiry`: days older than 30 days settle for 10 years,
+    recent and future days are asked again after 24 hours, since announcements arrive before
+    the ex-date). The symbols with a missing range are asked in ONE
+    ``source.get_corporate_actions`` call spanning the union of their gaps (the source batches
+    the symbols and pages), so the request count stays at the minimum the page size allows.
+
+    >>> sync_corporate_actions(cache, DemoSource(), ["NVDA", "AAPL"], "2020-01-01", "2024-12-31")  # doctest: +SKIP
+    CorporateActionSyncReport(source='demo', ..., requests_made=1, actions_written=21, ...)
+    """
+    t0 = time.perf_counter()
+    if not isinstance(cache, TradingCacheManager):
+        raise ValueError(f"cache must be a TradingCacheManager, got {type(cache).__name__}")
+    src_name = _source_name(source)
+    syms = normalize_symbols(symbols)
+    if not syms:
+        raise ValueError("no symbols to sync corporate actions for")
+    first, last = to_date(start, "start"), to_date(end, "end")
+    if first > last:
+        raise ValueError(f"start {start!r} is after end {end!r}")
+    report = CorporateActionSyncReport(source=src_name, symbols=syms, start=first, end=last)
+    missing = cache.missing_action_ranges(syms, first, last, src_name)
+    wanted = [sym for sym in syms if missing[sym]]
+    if wanted:
+        lo = min(missing[sym][0][0] for sym in wanted)
+        hi = max(missing[sym][-1][1] for sym in wanted)
+        before = _requests(source)
+        frame = source.get_corporate_actions(wanted, lo, hi)
+        report.requests_made = _requests(source) - before
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"source {src_name!r} returned {type(frame).__name__} for corporate "
+                             "actions, not a DataFrame")
+        with cache.atomic():
+            # Rows and coverage under one source name, so the coverage vouches for these rows.
+            report.actions_written = cache.store_corporate_actions(frame, source=src_name)
+            cache.record_action_coverage(wanted, lo, hi, src_name)
+        report.symbols_fetched, report.fetched_start, report.fetched_end = wanted, lo, hi
+    report.seconds = time.perf_counter() - t0
+    log.info("corporate actions of %s from %s: %d symbol(s) fetched in %d request(s), %d action(s) written",
+             ",".join(syms[:5]) + ("..." if len(syms) > 5 else ""), src_name, len(report.symbols_fetched),
+             report.requests_made, report.actions_written)
     return report
 
 
@@ -514,6 +618,7 @@ def get_market_data(
     include_live: bool = True,
     cache: TradingCacheManager | None = None,
     now: datetime | None = None,
+    feed: str | None = None,
 ) -> pd.DataFrame:
     """Bars of ``symbol`` in ``[start, end]``: cache first, gaps synced from ``source``.
 
@@ -522,23 +627,39 @@ def get_market_data(
     the demo source). During regular market hours (and the 15 settling minutes after the
     close), for daily bars whose range includes today, today's in-progress bar is appended, built from today's minute bars so far, and marked with
     ``df.attrs["live_bar"] = True``. That bar is never written to the cache. The frame has the
-    cache's index and columns either way (empty when nothing exists).
+    cache's index and columns either way (empty when nothing exists). The bars are those of
+    the source's own feed (``AlpacaSource(feed="sip")`` reads the sip series only).
+    ``feed`` (optional) names that feed: with a source name it goes to
+    :func:`~cachelib.sources.get_source`; a source whose feed differs is a ValueError (never
+    another feed's prices under the name asked for).
     """
     from .sources import get_source
 
-    src = get_source(source or "auto") if source is None or isinstance(source, str) else source
+    wanted = None if feed is None else norm_feed(feed)
+    if source is None or isinstance(source, str):
+        # Only Alpaca takes a feed (the demo has its one feed, "demo").
+        by_name = {} if wanted is None or (source or "").strip().lower() == "demo" else {"feed": wanted}
+        src = get_source(source or "auto", **by_name)
+    else:
+        src = source
+    if wanted is not None and _feed_name(src) != wanted:
+        raise ValueError(
+            f"feed {wanted!r} was asked for, but source {_source_name(src)!r} serves feed "
+            f"{_feed_name(src)!r}; pass a source of that feed (e.g. AlpacaSource(feed={wanted!r}))"
+        )
     cache = cache if cache is not None else TradingCacheManager()
     clock = now_utc(now)
     tf = parse_timeframe(timeframe)
     sync_bars(cache, src, [symbol], start, end, timeframe=tf.name, now=clock)
-    frame = cache.get(symbol, start, end, source=src.name, timeframe=tf.name)
+    feed = _feed_name(src)  # read back what this source's feed holds, never another feed's bars
+    frame = cache.get(symbol, start, end, source=src.name, timeframe=tf.name, feed=feed)
     frame = empty_bars(tf) if frame is None else frame
     frame.attrs["live_bar"] = False
     today = market_hours.today_et(clock)
     if include_live and not tf.is_intraday and tf.unit == "Day" and to_date(start) <= today <= to_date(end) \
             and _daily_bar_in_progress(today, clock):
         sync_bars(cache, src, [symbol], today, today, timeframe="1Min", now=clock)
-        minutes = cache.get(symbol, today, today, source=src.name, timeframe="1Min")
+        minutes = cache.get(symbol, today, today, source=src.name, timeframe="1Min", feed=feed)
         live = build_live_bar(minutes, today)
         if not live.empty:
             frame = frame[frame.index != pd.Timestamp(today)]

@@ -3,13 +3,17 @@
 Reads top to bottom like the runbook it replaces:
 
 1. Weekend or holiday? Log ``Market closed (Weekend)`` / ``Market closed (Holiday)`` and stop.
-2. Daily bars for the year up to ``day`` (gap-aware: after the first run, one session).
+2. Daily bars for the year up to ``day`` (gap-aware: after the first run, one session), then
+   the corporate actions of the symbols over that year (one request; later runs ask only
+   about the last 30 days, where announcements still change): reads adjust raw bars by them.
 3. One option-chain snapshot per symbol (vendors only serve the latest chain); it depends on
    nothing else, so its tasks run on the task runner alongside steps 4-5.
 4. One-minute bars of ``day`` (all of them once it has closed; what exists so far otherwise).
 5. Replay ``day`` through ``sma_crossover`` - only once the session has closed and settled;
    a manual run at noon ingests what exists and says that the replay waits.
 6. Report: artifacts with what was fetched, rejected, replayed, and the cache before/after.
+
+The replay reads RAW prices, what was traded that day, never adjusted ones.
 
 The stages call their tasks directly inside this one flow run (the stage helpers are shared
 with the ``ingest_bars``, ``ingest_option_chains`` and ``replay_days`` flows, and publish the
@@ -30,6 +34,7 @@ from cachelib.maintenance import CacheSnapshot, StatRow, stats_rows
 from cachelib.market_hours import closed_reason, is_session_finished, session_bounds, today_et
 from cachelib.replay import ReplaySummary
 from cachelib.sources import describe_source
+from cachelib.sync import CorporateActionSyncReport
 from flows import _common
 from flows._common import (
     DEFAULT_SYMBOLS,
@@ -41,7 +46,7 @@ from flows._common import (
     publish_table,
     resolve_db_path,
 )
-from flows.ingest_bars import BarsIngest, ingest_stage
+from flows.ingest_bars import BarsIngest, actions_text, ingest_stage
 from flows.ingest_options import ChainsIngest, options_capture_text, options_stage, submit_options
 from flows.replay import replay_stage
 from tasks.maintenance import cache_stats
@@ -70,6 +75,7 @@ class PipelineRun:
     db_path: str = ""
     session_finished: bool = False
     daily_bars: BarsIngest | None = None
+    corporate_actions: CorporateActionSyncReport | None = None
     minute_bars: BarsIngest | None = None
     option_chains: ChainsIngest | None = None
     replay: ReplaySummary | None = None
@@ -109,7 +115,7 @@ def daily_pipeline(
                 day, len(symbols), describe_source(source), db)
 
     before = cache_stats(db, STRATEGY)
-    daily = ingest_stage(symbols, "1Day", day - DAILY_LOOKBACK, day, source, db, clock)
+    daily = ingest_stage(symbols, "1Day", day - DAILY_LOOKBACK, day, source, db, clock, corporate_actions=True)
     # Independent of the bars, so the snapshots run alongside the next stages; started after the
     # daily bars so that rejected keys fail the pipeline on that stage's one request, not on 20.
     snapshots = submit_options(symbols, source, db)
@@ -125,7 +131,7 @@ def daily_pipeline(
     chains = options_stage(symbols, source, db, futures=snapshots, rows_before=before.options["total_rows"], day=day)
     after = cache_stats(db, STRATEGY)
     run = PipelineRun("completed", day, symbols=symbols, db_path=db, session_finished=finished, daily_bars=daily,
-                      minute_bars=minute, option_chains=chains, replay=replay, cache_before=before, cache_after=after)
+                      corporate_actions=daily.actions, minute_bars=minute, option_chains=chains, replay=replay, cache_before=before, cache_after=after)
     _publish(run, stats_rows(before, after))
     return run
 
@@ -137,6 +143,10 @@ def _stage_rows(run: PipelineRun) -> list[dict[str, Any]]:
             r = ingest.report
             stages.append({"stage": f"{name} bars", "requests": r.requests_made, "rows_written": r.rows_written,
                            "rows_rejected": r.rows_rejected})
+        if name == "daily" and run.corporate_actions is not None:
+            a = run.corporate_actions
+            stages.append({"stage": "corporate actions", "requests": a.requests_made,
+                           "rows_written": a.actions_written, "rows_rejected": 0})
     if run.option_chains is not None and run.option_chains.report is not None:
         chains = run.option_chains.report
         stages.append({"stage": "option chains", "requests": chains.requests_made,
@@ -161,6 +171,7 @@ def pipeline_summary_markdown(run: PipelineRun, stages: list[dict[str, Any]], st
         f"## Daily pipeline {run.day}\n",
         f"- source: **{run.source}**, symbols: {', '.join(run.symbols)}",
         f"- database: {markdown_code(run.db_path)}",
+        f"- corporate actions: {actions_text(run.corporate_actions) if run.corporate_actions else 'none'}",
         f"- option chains: {chains}",
         f"- replay: {replay_text}",
     ]

@@ -7,6 +7,11 @@ Long ranges are cut into chunks (a calendar quarter of minute bars, a calendar y
 bars; ``chunk_range``), one task run each, with a progress artifact; each chunk fetches only
 the sessions the cache lacks.
 
+After the bars, one task syncs the corporate actions (splits, dividends, name changes) of the
+symbols over the run's window, gap-aware (``cachelib.sync.sync_corporate_actions``): the cache
+stores raw bars and adjusts them at read time, so the actions must be there to read adjusted
+prices. Its report is ``BarsIngest.actions`` and a line of the summary artifact.
+
 Chunks run one after another on purpose: they share the vendor's per-key request budget
 (Alpaca: 200/min), so running them in parallel would only trade progress for 429s.
 """
@@ -21,7 +26,7 @@ from prefect import flow, get_run_logger
 
 from cachelib.market_hours import chunk_range, default_bars_window
 from cachelib.sources import describe_source
-from cachelib.sync import SyncReport
+from cachelib.sync import CorporateActionSyncReport, SyncReport
 from flows import _common
 from flows._common import (
     Progress,
@@ -33,9 +38,10 @@ from flows._common import (
     publish_table,
     resolve_db_path,
 )
-from tasks.market_data import MAX_REJECTIONS_RETURNED, fetch_and_store_bars
+from tasks.market_data import MAX_REJECTIONS_RETURNED, fetch_and_store_bars, fetch_and_store_corporate_actions
 
-__all__ = ["BarsIngest", "ingest_bars", "ingest_stage", "bars_summary_markdown", "bars_skipped_markdown"]
+__all__ = ["BarsIngest", "ingest_bars", "ingest_stage", "bars_summary_markdown", "bars_skipped_markdown",
+           "actions_text"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class BarsIngest:
     report: SyncReport | None = None  # None when skipped
     chunks: int = 0
     skip_reason: str | None = None
+    actions: CorporateActionSyncReport | None = None  # None when skipped or not asked for
 
 
 def ingest_stage(
@@ -58,10 +65,13 @@ def ingest_stage(
     source: str,
     db_path: str,
     clock: datetime,
+    corporate_actions: bool = False,
 ) -> BarsIngest:
     """Run the fetch tasks for ``[start, end]`` chunk by chunk and publish the artifacts.
 
-    Shared by :func:`ingest_bars` and ``daily_pipeline`` (which calls it in its own run).
+    With ``corporate_actions``, one more task then syncs the symbols' corporate actions over
+    ``[start, end]`` (once per run, whatever the number of chunks). Shared by
+    :func:`ingest_bars` and ``daily_pipeline`` (which calls it in its own run).
     """
     logger = get_run_logger()
     chunks = chunk_range(start, end, timeframe)
@@ -77,7 +87,11 @@ def ingest_stage(
         if progress is not None:
             progress.step(f"{lo}..{hi}")
     report = SyncReport.merge(reports, max_rejections=MAX_REJECTIONS_RETURNED)
-    result = BarsIngest("completed", timeframe, db_path, report, chunks=len(chunks))
+    actions = None
+    if corporate_actions:
+        actions = fetch_and_store_corporate_actions(db_path, list(symbols), start.isoformat(), end.isoformat(),
+                                                    source)
+    result = BarsIngest("completed", timeframe, db_path, report, chunks=len(chunks), actions=actions)
     _publish(result, report)
     logger.info("%s bars %s..%s: %d request(s), %d rows written, %d rejected", timeframe, start, end,
                 report.requests_made, report.rows_written, report.rows_rejected)
@@ -92,8 +106,19 @@ def _rejected_rows(r: SyncReport) -> list[dict[str, Any]]:
     return [{"reason": reason, "rows": n} for reason, n in sorted(r.rejection_counts.items())]
 
 
-def bars_summary_markdown(r: SyncReport, chunks: int, db_path: str) -> str:
-    """The ``ingest-bars-<timeframe>-summary`` artifact of a combined ingest report."""
+def actions_text(a: CorporateActionSyncReport) -> str:
+    """One line on a corporate-action sync, for the summary artifacts."""
+    if not a.symbols_fetched:
+        return f"{a.start} .. {a.end} cached already for {len(a.symbols)} symbol(s): no request"
+    return (f"{a.actions_written} written for {a.fetched_start} .. {a.fetched_end}, "
+            f"{len(a.symbols_fetched)} of {len(a.symbols)} symbol(s) asked, {a.requests_made} request(s)")
+
+
+def bars_summary_markdown(r: SyncReport, chunks: int, db_path: str,
+                          actions: CorporateActionSyncReport | None = None) -> str:
+    """The ``ingest-bars-<timeframe>-summary`` artifact of a combined ingest report (and of
+    its corporate-action sync, when the run made one)."""
+    actions_line = "" if actions is None else f"- corporate actions: {actions_text(actions)}\n"
     return (
         f"## {r.timeframe} bars {r.start} .. {r.end}\n\n"
         f"- source: **{r.source}**, {len(r.symbols)} symbol(s), {chunks} chunk(s)\n"
@@ -102,6 +127,7 @@ def bars_summary_markdown(r: SyncReport, chunks: int, db_path: str) -> str:
         f"- requests made: **{r.requests_made}**\n"
         f"- rows fetched {r.rows_fetched}, written **{r.rows_written}**, "
         f"rejected **{r.rows_rejected}**\n"
+        f"{actions_line}"
         f"- database: {markdown_code(db_path)}\n\n"
         f"### Per symbol\n\n{markdown_table(_per_symbol_rows(r))}\n\n"
         f"### Rows rejected, by reason\n\n{markdown_table(_rejected_rows(r))}\n"
@@ -116,7 +142,8 @@ def bars_skipped_markdown(timeframe: str, reason: str) -> str:
 def _publish(result: BarsIngest, r: SyncReport) -> None:
     tf = result.timeframe
     publish_markdown(artifact_key("ingest-bars", tf, "summary"),
-                     bars_summary_markdown(r, result.chunks, result.db_path), f"ingest_bars {tf} summary")
+                     bars_summary_markdown(r, result.chunks, result.db_path, result.actions),
+                     f"ingest_bars {tf} summary")
     publish_table(artifact_key("ingest-bars", tf, "per-symbol"), _per_symbol_rows(r),
                   f"{tf} rows fetched/written/rejected per symbol")
     publish_table(artifact_key("ingest-bars", tf, "rejections"),
@@ -137,8 +164,9 @@ def ingest_bars(
 
     ``start``/``end`` default to the latest finished session (daily) or today's open session
     (intraday); one of them alone means that single day. ``source`` is ``auto`` (Alpaca when
-    keys are configured, else the demo source), ``alpaca`` or ``demo``. Returns the combined
-    sync report (requests, rows written/rejected, per symbol).
+    keys are configured, else the demo source), ``alpaca`` or ``demo``. The symbols' corporate
+    actions over the same window are synced too (``actions`` of the result). Returns the
+    combined sync report (requests, rows written/rejected, per symbol).
     """
     logger = get_run_logger()
     clock = _common.now()
@@ -155,4 +183,4 @@ def ingest_bars(
     first, last = start or end, end or start
     assert first is not None and last is not None  # one of them is set, or the window set both
     logger.info("market data source: %s; database %s", describe_source(source), db)
-    return ingest_stage(symbols, timeframe, first, last, source, db, clock)
+    return ingest_stage(symbols, timeframe, first, last, source, db, clock, corporate_actions=True)

@@ -90,6 +90,8 @@ def format_summary(run: PipelineRun, seconds: float) -> str:
         f"{daily.requests_made} request(s), {daily.rows_rejected} rejected)",
         f"  1-minute bars: {minute.rows_written:>7,} written ({minute.requests_made} request(s), "
         f"{minute.rows_rejected} rejected)",
+        *([f"  corp. actions: {run.corporate_actions.actions_written:>7,} written "
+           f"({run.corporate_actions.requests_made} request(s))"] if run.corporate_actions else []),
         f"  option chains: {chains.report.rows_written:>7,} contracts ({len(chains.report.rows_per_underlying)} "
         f"snapshots)" + _chains_note(chains, run.day),
     ]

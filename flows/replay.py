@@ -5,6 +5,10 @@ task runner (threads, or Dask workers with ``DASK_SCHEDULER_ADDRESS``), each wit
 ``StrategyCache`` inside cachelib. Only *finished* sessions are replayed. Sessions without
 cached minute bars are reported as missing, unless ``source`` is given: then the missing
 minute bars are ingested first (gap-aware), which makes the flow a one-step backfill.
+
+The replay reads RAW prices, what was traded that day (``adjustment="raw"``): a strategy must
+see the prices it could have traded at, not ones adjusted for splits or dividends announced
+later. Adjusted prices are for people reading history (``cache.get(..., adjustment="all")``).
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ def replay_days(
     ``start``/``end`` default to the latest finished session (one of them alone means that
     day). With ``source`` (``auto``, ``alpaca`` or ``demo``) the minute bars the cache lacks are
     ingested first; without it only cached sessions are replayed and the rest are listed in
-    ``missing``.
+    ``missing``. The strategy sees raw prices, as traded that day (never split- or
+    dividend-adjusted).
     """
     logger = get_run_logger()
     clock = _common.now()

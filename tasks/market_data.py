@@ -1,4 +1,5 @@
-"""Prefect tasks that talk to a market-data source: fetch bars, snapshot option chains.
+"""Prefect tasks that talk to a market-data source: fetch bars and corporate actions, snapshot
+option chains.
 
 **One retry layer.** HTTP faults (429, 5xx, timeouts, dropped connections, stalled answers)
 are retried in exactly one place: inside the source (``AlpacaSource``), which knows
@@ -23,10 +24,18 @@ from prefect.cache_policies import NO_CACHE
 
 from cachelib.sources import open_source, shared_rate_limiter, source_options
 from cachelib.store import TradingCacheManager
-from cachelib.sync import OptionSyncReport, SyncReport, sync_bars, sync_option_chains
+from cachelib.sync import (
+    CorporateActionSyncReport,
+    OptionSyncReport,
+    SyncReport,
+    sync_bars,
+    sync_corporate_actions,
+    sync_option_chains,
+)
 
 __all__ = [
     "fetch_and_store_bars",
+    "fetch_and_store_corporate_actions",
     "snapshot_option_chains",
     "source_options",
     "shared_rate_limiter",
@@ -67,6 +76,21 @@ def fetch_and_store_bars(
     get_run_logger().info("%s %s..%s from %s: %d request(s), %d rows written, %d rejected", timeframe, start, end,
                           report.source, report.requests_made, report.rows_written, report.rows_rejected)
     return report.capped(MAX_REJECTIONS_RETURNED)
+
+
+@task(name="fetch_and_store_corporate_actions", task_run_name="fetch corporate actions {start}..{end}",
+      **NETWORK_TASK)
+def fetch_and_store_corporate_actions(
+    db_path: str, symbols: list[str], start: str, end: str, source: str = "auto",
+) -> CorporateActionSyncReport:
+    """Sync the corporate actions of ``symbols`` with ex-dates in ``[start, end]`` that the cache
+    lacks (``sync_corporate_actions``: gap-aware, one request for all symbols when the page allows)."""
+    with open_source(source) as src, TradingCacheManager(db_path, timeout=STORE_TIMEOUT) as cache:
+        report = sync_corporate_actions(cache, src, symbols, start, end)
+    get_run_logger().info("corporate actions %s..%s from %s: %d symbol(s) fetched, %d request(s), %d written",
+                          start, end, report.source, len(report.symbols_fetched), report.requests_made,
+                          report.actions_written)
+    return report
 
 
 @task(name="snapshot_option_chains", task_run_name="snapshot {underlying} chain", **NETWORK_TASK)

@@ -3,8 +3,9 @@
 The real alpaca-py client talks to it through ``url_override=stub.url`` or the env var
 ``APCA_API_DATA_URL`` (see :func:`alpaca_env`). Endpoints (those alpaca-py 0.44 calls):
 
-* ``GET /v2/stocks/bars`` – symbols, timeframe, start, end, limit, page_token, sort (feed is
-  recorded, not interpreted). Rows sorted by symbol then time, pages of
+* ``GET /v2/stocks/bars`` – symbols, timeframe, start, end, limit, page_token, sort, feed (bars
+  registered with ``add_bars(..., feed="sip")`` are served to that feed only; bars registered
+  without a feed to every feed that has none of its own for that timeframe). Rows sorted by symbol then time, pages of
   ``min(limit, stub.page_size)`` rows with ``next_page_token``. ``adjustment=split|dividend|all``
   serves bars adjusted from the stub's raw bars and corporate actions (see
   :meth:`AlpacaStub.adjusted_bar`, written independently of cachelib: it is the reference the
@@ -370,6 +371,8 @@ class AlpacaStub:
         self.api_key = api_key
         self.secret_key = secret_key
         self._bars: dict[str, dict[str, list[tuple[datetime, dict]]]] = {}
+        #: Feed-specific bars: feed -> timeframe -> symbol -> [(time, bar)].
+        self._feed_bars: dict[str, dict[str, dict[str, list[tuple[datetime, dict]]]]] = {}
         self._latest_bars: dict[str, dict] = {}
         self._latest_trades: dict[str, dict] = {}
         self._options: dict[str, dict[str, dict]] = {}
@@ -425,9 +428,11 @@ class AlpacaStub:
 
     # -- data ------------------------------------------------------------------------------
 
-    def add_bars(self, symbol: str, bars: Iterable[dict], timeframe: str = "1Day") -> None:
-        """Register bars (dicts with ``t o h l c v n vw``; ``t`` a str, datetime or date)."""
-        book = self._bars.setdefault(timeframe, {}).setdefault(symbol.upper(), [])
+    def add_bars(self, symbol: str, bars: Iterable[dict], timeframe: str = "1Day", feed: str | None = None) -> None:
+        """Register bars (dicts with ``t o h l c v n vw``; ``t`` a str, datetime or date);
+        with ``feed``, served only to requests for that feed (``feed=iex``, ``feed=sip``...)."""
+        books = self._bars if feed is None else self._feed_bars.setdefault(feed, {})
+        book = books.setdefault(timeframe, {}).setdefault(symbol.upper(), [])
         for bar in bars:
             bar = dict(bar)
             bar["t"] = _rfc3339(bar["t"])
@@ -775,7 +780,8 @@ class AlpacaStub:
         adjustment = params.get("adjustment", "raw")
         if adjustment not in ("raw", "split", "dividend", "all"):
             raise _BadRequest(f"invalid adjustment {adjustment!r}")
-        book = self._bars.get(timeframe, {})
+        feed_books = self._feed_bars.get(params.get("feed", ""), {})
+        book = feed_books[timeframe] if timeframe in feed_books else self._bars.get(timeframe, {})
         rows: list[tuple[str, dict]] = []
         for sym in sorted(set(symbols)):
             series = [self.adjusted_bar(sym, bar, adjustment, timeframe) for ts, bar in book.get(sym, [])

@@ -20,7 +20,7 @@ from markdown_it import MarkdownIt
 
 from cachelib.maintenance import StatRow
 from cachelib.replay import ReplaySummary
-from cachelib.sync import OptionSyncReport, SyncReport
+from cachelib.sync import CorporateActionSyncReport, OptionSyncReport, SyncReport
 from flows._common import markdown_cell, markdown_code, markdown_table
 from flows.daily_pipeline import PipelineRun, pipeline_skipped_markdown, pipeline_summary_markdown
 from flows.ingest_bars import bars_skipped_markdown, bars_summary_markdown
@@ -151,13 +151,34 @@ def test_replay_summary_with_nothing_to_show():
 # -- ingest-bars-<tf>-summary --------------------------------------------------------------------
 
 
-def bars_summary(per_symbol: dict[str, Any], reasons: dict[str, int]) -> str:
+def bars_summary(per_symbol: dict[str, Any], reasons: dict[str, int],
+                 actions: CorporateActionSyncReport | None = None) -> str:
     report = SyncReport(
         "alpaca", "1Day", list(per_symbol), date(2024, 1, 2), date(2024, 12, 31), sessions_fetched=250,
         sessions_requested=252, requests_made=1, rows_fetched=500, rows_written=498,
         rows_rejected=sum(reasons.values()), per_symbol=per_symbol, rejection_counts=reasons,
     )
-    return bars_summary_markdown(report, chunks=1, db_path="/tmp/cache.db")
+    return bars_summary_markdown(report, chunks=1, db_path="/tmp/cache.db", actions=actions)
+
+
+def actions_report(fetched: bool) -> CorporateActionSyncReport:
+    if not fetched:
+        return CorporateActionSyncReport("alpaca", ["NVDA", "SPY"], date(2024, 1, 2), date(2024, 12, 31))
+    return CorporateActionSyncReport("alpaca", ["NVDA", "SPY"], date(2024, 1, 2), date(2024, 12, 31),
+                                     symbols_fetched=["NVDA", "SPY"], fetched_start=date(2024, 1, 2),
+                                     fetched_end=date(2024, 12, 31), requests_made=1, actions_written=9)
+
+
+def test_ingest_bars_summary_has_a_corporate_actions_line():
+    per_symbol = {"SPY": {"sessions_fetched": 250, "rows_fetched": 250, "rows_written": 250, "rows_rejected": 0}}
+    text = bars_summary(per_symbol, {}, actions_report(fetched=True))
+    assert headers(text) == [["symbol", "sessions_fetched", "rows_fetched", "rows_written", "rows_rejected"]]
+    assert "<li>corporate actions: 9 written for 2024-01-02 .. 2024-12-31, 2 of 2 symbol(s) asked, 1 request(s)</li>" \
+        in MD.render(text)
+    text = bars_summary(per_symbol, {}, actions_report(fetched=False))
+    assert "<li>corporate actions: 2024-01-02 .. 2024-12-31 cached already for 2 symbol(s): no request</li>" \
+        in MD.render(text)
+    assert "corporate actions" not in bars_summary(per_symbol, {})  # a run that synced none
 
 
 def test_ingest_bars_summary_with_rejections_holding_pipes():
@@ -220,6 +241,7 @@ def test_option_summary_of_todays_run_and_of_a_skip():
 # -- daily-pipeline-summary and cache-maintenance-summary ----------------------------------------
 
 STAGES = [{"stage": "daily bars", "requests": 1, "rows_written": 250, "rows_rejected": 0},
+          {"stage": "corporate actions", "requests": 1, "rows_written": 9, "rows_rejected": 0},
           {"stage": "1-minute bars", "requests": 1, "rows_written": 390, "rows_rejected": 0},
           {"stage": "option chains", "requests": 2, "rows_written": 1536, "rows_rejected": 0}]
 CACHE_STATS: list[StatRow] = [{"metric": "option contracts", "before": 1536, "after": 1536, "change": 0}]
@@ -227,7 +249,8 @@ CACHE_STATS: list[StatRow] = [{"metric": "option contracts", "before": 1536, "af
 
 def pipeline_summary(replay: ReplaySummary | None) -> PipelineRun:
     return PipelineRun("completed", date(2026, 11, 20), symbols=["AAPL", "SPY"], db_path="/tmp/c.db",
-                       option_chains=options_summary("2026-11-20", 0), replay=replay)
+                       option_chains=options_summary("2026-11-20", 0), replay=replay,
+                       corporate_actions=actions_report(fetched=True))
 
 
 def _replay(replayed: int, missing: tuple[tuple[str, date], ...]) -> ReplaySummary:
@@ -247,6 +270,9 @@ def test_daily_pipeline_summary(replay):
                              ["metric", "before", "after", "change"]]
     assert "historical chains for 2026-11-20 cannot be fetched" in text
     assert "0 new, 1,536 replaced an earlier snapshot of the same day" in text
+    assert "<li>corporate actions: 9 written for 2024-01-02 .. 2024-12-31, 2 of 2 symbol(s) asked, 1 request(s)</li>" \
+        in MD.render(text)
+    assert parse(text)["tables"][0]["rows"][1] == ["corporate actions", "1", "9", "0"]
 
 
 def test_daily_pipeline_skipped_and_maintenance():

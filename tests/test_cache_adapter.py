@@ -90,6 +90,27 @@ def test_set_keeps_only_the_range_and_get_round_trips(tmp_path):
     assert total_bars(db) == 3
 
 
+def test_get_passes_adjustment_and_as_of_to_the_store(tmp_path):
+    """A hand-written 2:1 split ex 2024-01-05: the three earlier bars halve in price and double
+    in volume once the read's as_of reaches the ex-date; raw and an earlier as_of are as stored."""
+    db = tmp_path / "a.db"
+    set_market_data("SPY", "2024-01-02", "2024-01-08", "alpaca", DAILY, db_path=db)
+    with TradingCacheManager(db) as cache:
+        cache.store_corporate_actions([{"symbol": "SPY", "action_type": "forward_split",
+                                        "ex_date": "2024-01-05", "ratio": 2.0}], source="alpaca")
+    split = get_market_data("SPY", "2024-01-02", "2024-01-08", source="alpaca", db_path=db,
+                            adjustment="split", as_of="2024-01-08")
+    assert split["close"].tolist() == [50.5, 50.75, 51.0, 102.5, 103.5]
+    assert split["volume"].tolist() == [2_000_000.0, 2_400_000.0, 1_800_000.0, 950_000.0, 1_100_000.0]
+    before = get_market_data("SPY", "2024-01-02", "2024-01-08", db_path=db, adjustment="split",
+                             as_of="2024-01-04")
+    assert before["close"].tolist() == [101.0, 101.5, 102.0, 102.5, 103.5]
+    raw = get_market_data("SPY", "2024-01-02", "2024-01-08", db_path=db, as_of="2024-01-08")
+    assert raw["close"].tolist() == [101.0, 101.5, 102.0, 102.5, 103.5]
+    with pytest.raises(ValueError, match="adjustment"):
+        get_market_data("SPY", "2024-01-02", "2024-01-08", db_path=db, adjustment="splits")
+
+
 def test_range_with_no_bars_writes_nothing(tmp_path):
     db = tmp_path / "a.db"
     assert set_market_data("SPY", "2023-06-01", "2023-06-30", "alpaca", DAILY, db_path=db) == 0

@@ -151,6 +151,36 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
     assert (second.report.requests_made, second.report.rows_written) == (0, 0)
 
 
+def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harness, tmp_path):
+    """The demo's NVDA 4:1 split (ex 2024-06-10) and AAPL's 0.24 dividends (ex 2024-05-10 and
+    2024-08-12, the first sessions on or after the 10th) in one request; the re-run asks nothing."""
+    from cachelib.store import TradingCacheManager
+    from flows.ingest_bars import ingest_bars
+
+    db = tmp_path / "cache.db"
+    params = dict(symbols=["NVDA", "AAPL"], start=date(2024, 5, 1), end=date(2024, 8, 31), source="demo",
+                  db_path=str(db))
+    state, summary = run(ingest_bars, **params)
+    assert state.is_completed()
+    actions = summary.actions
+    assert (actions.source, actions.requests_made, actions.actions_written) == ("demo", 1, 3)
+    assert (actions.fetched_start, actions.fetched_end) == (date(2024, 5, 1), date(2024, 8, 31))
+    with TradingCacheManager(db) as cache:
+        nvda = cache.get_corporate_actions("NVDA")
+        aapl = cache.get_corporate_actions("AAPL")
+    assert nvda[["action_type", "ex_date", "ratio"]].values.tolist() == [["forward_split", date(2024, 6, 10), 4.0]]
+    assert aapl[["action_type", "ex_date", "amount"]].values.tolist() == [
+        ["cash_dividend", date(2024, 5, 10), 0.24], ["cash_dividend", date(2024, 8, 12), 0.24]]
+    text = artifacts_of(state, "ingest-bars-1day-summary")["ingest-bars-1day-summary"][0].data
+    assert "- corporate actions: 3 written for 2024-05-01 .. 2024-08-31, 2 of 2 symbol(s) asked, 1 request(s)" in text
+
+    again, second = run(ingest_bars, **params)
+    assert again.is_completed()
+    assert (second.actions.requests_made, second.actions.actions_written, second.actions.symbols_fetched) == (0, 0, [])
+    text = artifacts_of(again, "ingest-bars-1day-summary")["ingest-bars-1day-summary"][0].data
+    assert "- corporate actions: 2024-05-01 .. 2024-08-31 cached already for 2 symbol(s): no request" in text
+
+
 def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_path):
     from flows.ingest_bars import ingest_bars
 
@@ -202,6 +232,7 @@ def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness,
     from flows.ingest_bars import ingest_bars
 
     _stub_feb_2024(stub, bad_bar=True)
+    stub.add_cash_dividend("AAPL", "2024-02-09", 0.24)  # AAPL's real dividend of that quarter
     db = tmp_path / "cache.db"
     params = dict(symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=str(db))
     state, summary = run(ingest_bars, **params)
@@ -209,6 +240,10 @@ def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness,
     assert state.is_completed()
     report = summary.report
     assert report.source == "alpaca"
+    # The corporate actions of both symbols over the window: one request, after the bars.
+    assert stub.count("/v1/corporate-actions") == 1
+    assert (summary.actions.requests_made, summary.actions.actions_written) == (1, 1)
+    assert count_rows(db, "corporate_actions") == 1
     assert stub.count("/v2/stocks/bars") == 1  # both symbols, one page
     assert stub.requests[0].params["symbols"] == "AAPL,MSFT"
     assert report.requests_made == 1
@@ -384,10 +419,13 @@ def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp
     state, summary = run(cache_maintenance, vacuum=True, db_path=str(db))
     assert state.is_completed()
     assert summary.rows_removed == 124
-    # 124 of 145 daily bars deleted: VACUUM drops 3 of the file's 17 pages of 4096 bytes (the WAL
-    # is empty after the tasks closed their connections), measured on disk below.
+    # 124 of 145 daily bars deleted: VACUUM drops 3 pages of 4096 bytes (the bars' leaf pages; the
+    # WAL is empty after the tasks closed their connections), measured on disk below.
     assert summary.bytes_reclaimed == 3 * 4096
-    assert db.stat().st_size == 14 * 4096
+    conn = sqlite3.connect(db)
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    assert db.stat().st_size == pages * 4096
     assert (summary.before.cache["total_entries"], summary.after.cache["total_entries"]) == (145, 21)
     assert summary.rows[0] == {"metric": "bars", "before": 145, "after": 21, "change": -124}
     assert count_rows(db, "bars") == 21
@@ -515,12 +553,24 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     assert summary.cache_after.trades["total_trades"] == len(history)
     assert summary.option_chains.report.rows_written == options["total_rows"] > 0
     assert summary.cache_after.cache["total_entries"] == 2 * 250 + 420
+    # Corporate actions of the daily window 2024-11-28 .. 2025-11-28, one request: the demo's AAPL
+    # dividends ex 2025-02-10, 05-12, 08-11 and 11-10 (first sessions on or after the 10th).
+    actions = summary.corporate_actions
+    assert actions is summary.daily_bars.actions
+    assert (actions.requests_made, actions.actions_written) == (1, 4)
+    with TradingCacheManager(db) as cache:
+        assert cache.get_corporate_actions("AAPL")["ex_date"].tolist() == [
+            date(2025, 2, 10), date(2025, 5, 12), date(2025, 8, 11), date(2025, 11, 10)]
+        assert cache.get_corporate_actions("MSFT").empty
     expected = {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
                 "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
                 "replay-summary", "replay-trade-stats"}
     keys = artifacts_of(state, *expected)
     assert set(keys) == expected
     assert "2025-11-28" in keys["daily-pipeline-summary"][0].data
+    assert ("- corporate actions: 4 written for 2024-11-28 .. 2025-11-28, 2 of 2 symbol(s) asked, 1 request(s)"
+            in keys["daily-pipeline-summary"][0].data)
+    assert "corporate actions" in keys["daily-pipeline-stages"][0].data
 
 
 def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_harness, tmp_path, clock, run_logs):

@@ -158,7 +158,7 @@ def test_a_zero_length_file_is_a_new_cache(tmp_path):
     path = tmp_path / "empty.db"
     path.touch()
     with TradingCacheManager(path, create=False) as cache:
-        assert cache.schema_version == 5
+        assert cache.schema_version == 7
     assert application_id(path) == 0x43414348
 
 

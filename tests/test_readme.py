@@ -52,7 +52,7 @@ def fenced_blocks(text: str, languages: set[str]) -> list[tuple[int, str, str]]:
 def test_the_block_extractor_finds_every_python_block():
     text = "x\n```python\na = 1\n```\n```bash\nls\n```\n```python\nb = 2\n```\n"
     assert fenced_blocks(text, {"python"}) == [(3, "python", "a = 1\n"), (9, "python", "b = 2\n")]
-    assert len(fenced_blocks(README.read_text(), {"python"})) == 5
+    assert len(fenced_blocks(README.read_text(), {"python"})) == 6
 
 
 # Runs in the subprocess: argv[1] is a JSON list of [line, code]; prints one JSON result.

@@ -122,3 +122,44 @@ def test_an_unfinished_session_is_not_replayed(cache):
     history = cache.get_trade_history()
     assert not history.empty
     assert (history["entry_date"] < pd.Timestamp("2024-03-15", tz="UTC")).all()
+
+
+# --- replay_days reads the store a block of sessions at a time (issue 10, section 4) ----------
+
+
+def test_sessions_across_read_blocks_give_the_same_trades_as_one_day_replays(filled, monkeypatch):
+    import cachelib.replay as replay_module
+
+    days = ["2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14", "2024-03-15"]
+    one_by_one = {d: [t.model_dump() for t in replay_day(filled, "AAPL", d)] for d in days}
+    filled.delete_trades()
+    monkeypatch.setattr(replay_module, "BLOCK_SESSIONS", 2)  # blocks 11-12, 13-14, 15
+    summary = replay_days(filled, ["AAPL"], "2024-03-11", "2024-03-15", max_workers=1)
+    assert summary.sessions_replayed == 5 and summary.bars == 5 * 390
+    history = filled.get_trade_history(symbol="AAPL").sort_values("trade_id")
+    expected = sorted(t["trade_id"] for trades in one_by_one.values() for t in trades)
+    assert history["trade_id"].tolist() == expected
+    assert summary.trades == len(expected) > 0
+
+
+def test_a_session_without_bars_is_skipped_and_keeps_its_archived_trades(filled):
+    filled.delete("MSFT", "2024-03-13", "2024-03-13", timeframe="1Min")
+    filled.delete("AAPL", "2024-03-12", "2024-03-12", timeframe="1Min")
+    kept = {"trade_id": "sma_crossover:MSFT:2024-03-13T15:00:00+00:00", "symbol": "MSFT",
+            "entry_date": "2024-03-13T15:00:00+00:00", "entry_price": 400.0, "quantity": 100,
+            "strategy_name": "sma_crossover"}
+    filled.archive_trade(kept)
+    summary = replay_days(filled, ["AAPL", "MSFT"], "2024-03-11", "2024-03-15", on_missing="skip")
+    # session by session, in the order the symbols were given
+    assert summary.missing == (("AAPL", date(2024, 3, 12)), ("MSFT", date(2024, 3, 13)))
+    assert summary.sessions_replayed == 8 and summary.bars == 8 * 390
+    msft_13 = filled.get_trade_history(symbol="MSFT", start="2024-03-13", end="2024-03-13")
+    assert msft_13["trade_id"].tolist() == [kept["trade_id"]]
+
+
+def test_a_missing_session_raises_after_archiving_the_sessions_before_it(filled):
+    filled.delete("AAPL", "2024-03-13", "2024-03-13", timeframe="1Min")
+    with pytest.raises(MissingBarsError, match="AAPL.*2024-03-13.*sync them first"):
+        replay_days(filled, ["AAPL"], "2024-03-11", "2024-03-15", max_workers=1)
+    entry_days = {t.date() for t in filled.get_trade_history(symbol="AAPL")["entry_date"]}
+    assert entry_days == {date(2024, 3, 11), date(2024, 3, 12)}

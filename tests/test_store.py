@@ -299,13 +299,15 @@ def test_cleanup_and_vacuum(cache):
         before = cache.db_path.stat().st_size + wal.stat().st_size
         assert wal.stat().st_size > 0  # the writes above are still in the WAL
         reclaimed = cache.vacuum()
-        # Rebuilt: 3 4096-byte pages for sqlite_master (the schema's text), one each for series
-        # (+ its UNIQUE index), bars, bar_chunks (+ its key index), coverage, raw_options_chain,
-        # trade_history (+ its key index and 2 indexes) = 14 pages,
-        # and the WAL emptied; the report is exactly that decrease.
-        assert cache.db_path.stat().st_size == 14 * 4096
+        # Rebuilt: every b-tree (each table and index, and sqlite_master) holds its few rows in
+        # its root page(s), so the file is exactly SQLite's own page count, the WAL is emptied,
+        # and the report is exactly that decrease.
+        pages = cache.conn.execute("PRAGMA page_count").fetchone()[0]
+        btrees = cache.conn.execute("SELECT count(*) FROM sqlite_master WHERE rootpage > 0").fetchone()[0]
+        assert btrees + 1 <= pages <= btrees + 4  # + sqlite_master's 1-3 pages of schema text
+        assert cache.db_path.stat().st_size == pages * 4096
         assert wal.stat().st_size == 0
-        assert reclaimed == before - 14 * 4096
+        assert reclaimed == before - pages * 4096
         assert reclaimed > 0
         assert cache.get("B", "2024-01-01", "2024-01-31") is not None
 
@@ -460,7 +462,7 @@ def test_upgrades_a_version_1_file(tmp_path):
     conn.commit()
     conn.close()
     cache = TradingCacheManager(path)
-    assert cache.schema_version == SCHEMA_VERSION == 5  # v5: short trades' P&L % signed (issue 10)
+    assert cache.schema_version == SCHEMA_VERSION == 7  # v7: corporate actions, option history (issue 11)
     cols = {r[1] for r in cache.conn.execute("PRAGMA table_info(trade_history)")}
     assert {"max_profit_pct", "max_drawdown_pct"} <= cols
     assert cache.missing_sessions("SPY", "2024-01-02", "2024-01-02") == [date(2024, 1, 2)]

@@ -287,6 +287,56 @@ def test_manager_refuses_a_cache_already_in_use_and_leaves_it_alone() -> None:
     assert cache.get_run_anchor().timestamp == minute(5)
 
 
+class PlainCache(StrategyCache):
+    """Not exactly a StrategyCache: the manager must go through the public start_run."""
+
+    calls = 0
+
+    def start_run(self, *args, **kwargs) -> None:
+        type(self).calls += 1
+        super().start_run(*args, **kwargs)
+
+
+def test_manager_run_facts_are_the_same_on_both_paths_and_checked_when_set() -> None:
+    anchors = {}
+    for cache in (StrategyCache(), PlainCache()):
+        recorder = Recorder(cache)
+        manager = TickCacheManager(EventBus({TICK_FLOW_START: [recorder]}), cache, run_id="r1",
+                                   strategy_id="s1", backtest_mode=True)
+        manager.on_raw_tick(tick(0))
+        manager.strategy_id = "s2"
+        manager.on_raw_tick(tick(1))
+        anchors[type(cache)] = [(a.timestamp, a.run_id, a.strategy_id, a.backtest_mode) for a in recorder.anchors]
+    assert anchors[StrategyCache] == anchors[PlainCache] == [
+        (minute(0), "r1", "s1", True), (minute(1), "r1", "s2", True)]
+    assert PlainCache.calls == 2
+    with pytest.raises(TypeError, match="strategy_id must be a str"):
+        manager.strategy_id = 7  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="backtest_mode must be a bool"):
+        TickCacheManager(EventBus(), StrategyCache(), backtest_mode=1)  # type: ignore[arg-type]
+
+
+def test_run_session_fast_path_still_refuses_a_cache_in_use_and_names_the_failing_tick() -> None:
+    cache = StrategyCache()
+    cache.start_run({}, minute(5))
+    bars = [(minute(i), 10.0, 10.0, 10.0, 10.0, 0.0) for i in range(3)]
+    with pytest.raises(CacheAlreadyConfiguredError):
+        run_session(bars, "sma_crossover", "AAPL", cache=cache, validate=False)
+    assert cache.get_run_anchor().timestamp == minute(5)
+
+    def boom(t: RawTick):
+        if t.timestamp == minute(1):
+            raise ZeroDivisionError("division by zero in my indicator")
+        return CONTINUE
+
+    strategy = Strategy("boom", lambda c: ({TICK_FLOW_START: [boom]}, None))
+    fresh = StrategyCache()
+    with pytest.raises(TickFlowError, match="AAPL at 2024-03-15T13:31:00") as info:
+        run_session(bars, strategy, "AAPL", cache=fresh, validate=False)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert not fresh.is_active
+
+
 # --- SMA rules on hand-made bars ----------------------------------------------------------------
 # fast=2, slow=3. Closes 10 10 10 11 9 9 9 12 12:
 #   bar 3: fast 10 <= slow 10 on bar 2 (a tie), 10.5 > 10.33 on bar 3 -> cross above -> buy bar 4's open

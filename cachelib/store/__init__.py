@@ -14,13 +14,17 @@ Where to change what
                        (foreign, damaged, truncated, read-only files), :class:`DatabaseFileError`.
 ``connection.py``      Per-thread/per-process connections, ``atomic()``, the locked-retry, vacuum.
 ``migrations.py``      Schema versions (:data:`MIGRATIONS`), the DDL, the seed ``market_cache`` import.
-``series.py``          Series interning, :data:`SOURCE_PRIORITY`, source/asset-type spelling.
-``ttl.py``             The TTL rule (:func:`ttl_expiry`), ``ttl_hours`` checks, ``cleanup_expired``.
+``series.py``          Series interning (a series is asset type, symbol, timeframe, source and feed),
+                       :data:`SOURCE_PRIORITY`, :data:`FEED_PRIORITY`, source/asset-type/feed spelling.
+``ttl.py``             The TTL rules (:func:`ttl_expiry` for bars, ``action_expiry`` for corporate-action
+                       coverage), ``ttl_hours`` checks, ``cleanup_expired``.
 ``bars.py``            Bars: set/set_many/get/exists/count/delete over ``bars`` (daily) and
                        ``bar_chunks`` (intraday), stats.
 ``chunks.py``          The intraday chunk codec (lz4 block, column-major float64, time deltas).
 ``coverage.py``        ``record_coverage`` and ``missing_sessions(_many)``.
 ``options.py``         Option-chain row rules, quality score, store/get/delete, stats.
+``corporate_actions.py``  Stored corporate actions and their coverage (the adjustment maths is
+                       :mod:`cachelib.corporate_actions`).
 ``trades.py``          Trade history: archive, history, deletion, statistics. The trade record
                        itself (model, columns, rules, signed P&L) is :mod:`cachelib.trade`.
 =====================  ========================================================================
@@ -71,7 +75,9 @@ from .files import APPLICATION_ID, CacheNotFoundError, DatabaseFileError, databa
 from .manager import TradingCacheManager
 from .migrations import MIGRATIONS as MIGRATIONS
 from .migrations import SCHEMA_VERSION
+from .series import FEED_PRIORITY as FEED_PRIORITY
 from .series import SOURCE_PRIORITY
+from .series import UNKNOWN_FEED as UNKNOWN_FEED
 from .trades import MAX_TRADE_ID_LENGTH as MAX_TRADE_ID_LENGTH
 from .trades import MAX_TRADE_QUANTITY as MAX_TRADE_QUANTITY
 from .trades import TRADE_COLUMNS as TRADE_COLUMNS

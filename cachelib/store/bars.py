@@ -9,14 +9,26 @@ Two layouts, chosen by timeframe:
   (:mod:`cachelib.store.chunks`). A write merges into the session's chunk (new bars win), a
   read decodes only the chunks in range and slices with numpy. Expiry is per chunk.
 
-A *series* is :mod:`cachelib.store.series`; the shape of a bar (columns, keys, validation) is
-:mod:`cachelib.bars`; the expiry rule is :mod:`cachelib.store.ttl`.
+A *series* is :mod:`cachelib.store.series` (its feed included: a read without ``feed`` takes,
+per source, the one best-ranked feed that has valid bars in the range, never a blend); the
+shape of a bar (columns, keys, validation) is :mod:`cachelib.bars`; the expiry rule is
+:mod:`cachelib.store.ttl`.
+
+**Adjusted reads** (``adjustment`` split, dividend or all): the raw bars are read as usual
+into a ``7 x N`` block, adjusted in place by the symbol's stored corporate actions with
+ex-date <= ``as_of`` (:func:`~cachelib.corporate_actions.key_factors` and
+:func:`~cachelib.corporate_actions.adjust_block`), then framed. Dividend factors need the raw
+close of the session before each ex-date: from the daily bars of the same source and feed
+(one small query), else from that session's last intraday bar, else
+:class:`StoredClosesMissingError`. ``"raw"`` is the plain read, with no extra query.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +39,9 @@ from ..bars import (
     KEY_MIN,
     Timeframe,
     clamp_key,
+    date_to_key,
     frame_from_block,
+    frame_from_columns,
     frame_from_rows,
     key_range,
     key_to_date,
@@ -37,10 +51,29 @@ from ..bars import (
     range_end_key,
     range_start_key,
     rows_of_symbol,
+    to_date,
 )
 from ..clock import now_utc
+from ..corporate_actions import (
+    SPLIT_TYPES,
+    MissingClosesError,
+    adjust_block,
+    adjust_block_runs,
+    check_adjustment,
+    key_factor_runs,
+    key_factors,
+)
+from ..market_hours import previous_session, session_bounds, today_et
 from . import chunks
-from .series import SeriesCatalog, norm_asset_type, norm_source, source_rank
+from .series import (
+    SeriesCatalog,
+    feed_rank,
+    norm_asset_type,
+    norm_source,
+    read_feed,
+    source_rank,
+    write_feed,
+)
 from .ttl import DAY, session_day_of_key, session_days_of_keys, ttl_expiry
 
 if TYPE_CHECKING:
@@ -127,9 +160,10 @@ class BarTable:
     # -- write ----------------------------------------------------------------------------
 
     def set(self, symbol: str, data: pd.DataFrame, source: str, asset_type: str, ttl_hours: float | None,
-            timeframe: str) -> int:
+            timeframe: str, feed: str | None = None) -> int:
         sym = normalize_symbol(symbol)
         src = norm_source(source)
+        fd = write_feed(feed)
         asset = norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
         if isinstance(data, pd.DataFrame) and isinstance(data.index, pd.MultiIndex):
@@ -138,14 +172,15 @@ class BarTable:
         if bars.empty:
             return 0
         with self._db.atomic() as conn:
-            sid = self._series.id(asset, sym, tf.name, src, create=True)
+            sid = self._series.id(asset, sym, tf.name, src, fd, create=True)
             self._write(conn, np.full(len(bars), sid, dtype=np.int64), bars, tf, ttl_hours)
         return len(bars)
 
     def set_many(self, frames: Any, source: str, asset_type: str, ttl_hours: float | None,
-                 timeframe: str) -> int:
+                 timeframe: str, feed: str | None = None) -> int:
         """Several symbols' bars in one transaction, validated together in one pass."""
         src = norm_source(source)
+        fd = write_feed(feed)
         asset = norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
         data, symbols, codes = _symbol_frames(frames)
@@ -153,7 +188,7 @@ class BarTable:
             return 0
         bars = normalize_bars(data, tf, groups=codes)
         with self._db.atomic() as conn:
-            sids = np.array([self._series.id(asset, sym, tf.name, src, create=True) for sym in symbols],
+            sids = np.array([self._series.id(asset, sym, tf.name, src, fd, create=True) for sym in symbols],
                             dtype=np.int64)
             self._write(conn, sids[bars["group"].to_numpy()], bars, tf, ttl_hours)
         return len(bars)
@@ -205,52 +240,95 @@ class BarTable:
     # -- read -----------------------------------------------------------------------------
 
     def get(self, symbol: str, start: Any, end: Any, source: str | None, asset_type: str,
-            timeframe: str) -> pd.DataFrame | None:
+            timeframe: str, feed: str | None = None, adjustment: str = "raw",
+            as_of: Any = None) -> pd.DataFrame | None:
+        adjust = check_adjustment(adjustment)
+        as_of_day = None if as_of is None else to_date(as_of, "as_of")
         sym = normalize_symbol(symbol)
         asset = norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
         src = None if source is None else norm_source(source)
+        fd = read_feed(feed)
         lo, hi = key_range(start, end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
         if tf.is_intraday:
-            frame = self._get_chunks(asset, sym, tf, src, lo, hi, now_s)
-            self._count_hit(frame is not None)
-            return frame
-        conn = self._db.conn
-        rows: list[tuple] = []
-        if src is not None:
-            sid = self._series.id(asset, sym, tf.name, src)
-            if sid is not None:
-                rows = conn.execute(
-                    f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
-                    (sid, lo, hi, now_s),
-                ).fetchall()
+            block = self._read_chunks(asset, sym, tf, src, fd, lo, hi, now_s)
+            self._count_hit(block is not None)
+            if block is None:
+                return None
+            times, values, pairs = block
         else:
-            tagged = conn.execute(
-                "SELECT b.ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count, s.source "
-                "FROM series s JOIN bars b ON b.series_id = s.series_id "
-                "WHERE s.asset_type = ? AND s.symbol = ? AND s.timeframe = ? "
-                "AND b.ts BETWEEN ? AND ? AND b.expires_at > ? ORDER BY b.ts",
-                (asset, sym, tf.name, lo, hi, now_s),
-            ).fetchall()
-            if tagged and len({r[8] for r in tagged}) > 1:
-                # Several sources hold bars here: one row per bar, from the best-ranked source.
-                best: dict[int, tuple] = {}
-                for row in sorted(tagged, key=lambda r: source_rank(r[8])):
-                    best.setdefault(row[0], row)
-                tagged = [best[k] for k in sorted(best)]
-            rows = [r[:8] for r in tagged]
-        self._count_hit(bool(rows))
-        return frame_from_rows(rows, tf) if rows else None
+            rows, pairs = self._read_rows(asset, sym, tf, src, fd, lo, hi, now_s)
+            self._count_hit(bool(rows))
+            if not rows:
+                return None
+            if adjust == "raw":
+                return frame_from_rows(rows, tf)
+            # frame_from_rows' own steps, with the block adjusted in place in between.
+            table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)  # NULL (None) -> NaN
+            keys = table[:, 0].astype(np.int64)
+            self._adjust(table[:, 1:].T, keys, tf, asset, sym, src, pairs, adjust, as_of_day, now_s)
+            return frame_from_columns(keys, [table[:, i] for i in range(1, 8)], tf)
+        if adjust != "raw":
+            self._adjust(values, times, tf, asset, sym, src, pairs, adjust, as_of_day, now_s)
+        return frame_from_block(times, values, tf)
 
-    def _get_chunks(self, asset: str, sym: str, tf: Timeframe, src: str | None, lo: int, hi: int,
-                    now_s: int) -> pd.DataFrame | None:
-        """Intraday bars in ``[lo, hi]``: decode the valid chunks in range, slice with numpy;
-        with several sources, one bar per time from the best-ranked one."""
+    def _read_rows(self, asset: str, sym: str, tf: Timeframe, src: str | None, fd: str | None, lo: int,
+                   hi: int, now_s: int) -> tuple[list[tuple], list[tuple[str, str]]]:
+        """Daily-or-longer bars in ``[lo, hi]`` as ``(key, open, ..., trade_count)`` rows, and the
+        ``(source, feed)`` pairs that answered, best first."""
+        conn = self._db.conn
+        # One series to read (a named feed, or the only series there is): one b-tree walk.
+        candidates = self._series.for_read(asset, sym, tf.name, src, fd)
+        if len(candidates) <= 1:
+            if not candidates:
+                return [], []
+            rows = conn.execute(
+                f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
+                (candidates[0][0], lo, hi, now_s),
+            ).fetchall()
+            return rows, [(candidates[0][1], candidates[0][2])]
+        # One query for every candidate series, each row tagged with its series' source and
+        # feed; then one feed per source, and per bar the best source.
+        where = "s.asset_type = ? AND s.symbol = ? AND s.timeframe = ?"
+        params: list[Any] = [asset, sym, tf.name]
+        if src is not None:
+            where += " AND s.source = ?"
+            params.append(src)
+        if fd is not None:
+            where += " AND s.feed = ?"
+            params.append(fd)
+        tagged = conn.execute(
+            "SELECT b.ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count, s.source, s.feed "
+            f"FROM series s JOIN bars b ON b.series_id = s.series_id WHERE {where} "
+            "AND b.ts BETWEEN ? AND ? AND b.expires_at > ? ORDER BY b.ts",
+            (*params, lo, hi, now_s),
+        ).fetchall()
+        if tagged and len({(r[8], r[9]) for r in tagged}) > 1:
+            tagged = _one_feed_per_source(tagged)
+        if tagged and len({r[8] for r in tagged}) > 1:
+            # Several sources hold bars here: one row per bar, from the best-ranked source.
+            best: dict[int, tuple] = {}
+            for row in sorted(tagged, key=lambda r: source_rank(r[8])):
+                best.setdefault(row[0], row)
+            tagged = [best[k] for k in sorted(best)]
+        pairs = sorted({(r[8], r[9]) for r in tagged}, key=lambda p: (source_rank(p[0]), feed_rank(p[1])))
+        return [r[:8] for r in tagged], pairs
+
+    def _read_chunks(self, asset: str, sym: str, tf: Timeframe, src: str | None, fd: str | None, lo: int,
+                     hi: int, now_s: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]] | None:
+        """Intraday bars in ``[lo, hi]`` as ``(times, 7 x N values, (source, feed) pairs that
+        answered, best first)``: decode the valid chunks in range, slice with numpy; per source
+        the first feed (by priority) with bars in range; with several sources, one bar per time
+        from the best-ranked one. The values are a fresh array, safe to adjust in place."""
         day_lo, day_hi = _session_bounds(lo, hi)
         conn = self._db.conn
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for sid, _source in self._series.for_read(asset, sym, tf.name, src):  # best source first
+        pairs: list[tuple[str, str]] = []
+        answered: set[str] = set()  # sources whose feed is chosen
+        for sid, source, feed in self._series.for_read(asset, sym, tf.name, src, fd):  # best first
+            if source in answered:
+                continue
             rows = conn.execute(
                 "SELECT data, n_bars, first_ts FROM bar_chunks WHERE series_id = ? AND session BETWEEN ? AND ? "
                 "AND last_ts >= ? AND first_ts <= ? AND expires_at > ? ORDER BY session",
@@ -261,6 +339,8 @@ class BarTable:
                 a, b = np.searchsorted(times, [lo, hi + 1])
                 if b > a:
                     parts.append((times[a:b], values[:, a:b]))
+                    pairs.append((source, feed))
+                    answered.add(source)
         if not parts:
             return None
         times, values = parts[0]
@@ -272,7 +352,94 @@ class BarTable:
             first = np.r_[True, np.diff(times[order]) != 0]
             pick = order[first]
             times, values = times[pick], values[:, pick]
-        return frame_from_block(times, values, tf)
+        return times, values, pairs
+
+    # -- adjusted reads -------------------------------------------------------------------
+
+    def _adjust(self, values: np.ndarray, times: np.ndarray, tf: Timeframe, asset: str, sym: str,
+                src: str | None, pairs: list[tuple[str, str]], adjustment: str, as_of: date | None,
+                now_s: int) -> None:
+        """Adjust the raw ``7 x N`` block of ``sym``'s bars in place, before any frame exists
+        (the cheap path), by its stored corporate actions with ex-date <= ``as_of`` (default:
+        today in New York); see :meth:`TradingCacheManager.get`."""
+        as_of = today_et() if as_of is None else as_of
+        actions = _stored_actions(self._db.conn, sym, src, as_of)
+        if actions is None:
+            return  # no action of this symbol is known: the raw bars are the adjusted ones
+        intraday = tf.is_intraday
+        # A daily read of one series holds most closes the dividends need: look there first.
+        closes = _Closes(None if intraday or len(pairs) != 1 else times, values[_CLOSE_ROW])
+        # Intraday reads are long runs of bars between few ex-dates: adjust slice by slice. A
+        # daily read is short: per-bar factor arrays and one multiply per column are cheaper.
+        factors: Any = key_factor_runs if intraday else key_factors
+        try:
+            found = factors(times, intraday, actions, adjustment, as_of, closes, _previous_session)
+        except MissingClosesError as needed:  # one small query for the rest, then once more
+            closes.fetched = self._raw_closes(asset, sym, needed.sessions, pairs, tf, now_s)
+            missing = [d for d in needed.sessions if d not in closes.fetched]
+            if missing:
+                raise StoredClosesMissingError(sym, missing, pairs, adjustment) from None
+            found = factors(times, intraday, actions, adjustment, as_of, closes, _previous_session)
+        (adjust_block_runs if intraday else adjust_block)(values, found)
+
+    def _raw_closes(self, asset: str, sym: str, sessions: list[date], pairs: list[tuple[str, str]],
+                    tf: Timeframe, now_s: int) -> dict[date, float]:
+        """Raw closes of ``sessions`` from the series of the same ``(source, feed)`` pairs as
+        the bars read (best pair first): the daily bar's close (one small query); failing that,
+        the close of the session's last regular-hours intraday bar (a bar that starts before the
+        session's close; the read's own timeframe first, then the finest), as the official close
+        is that bar's close."""
+        conn = self._db.conn
+        rank = {pair: i for i, pair in enumerate(pairs)}
+        daily = parse_timeframe("1Day").name
+        keys = {date_to_key(d): d for d in sessions}
+        marks = ",".join("?" * len(keys))
+        found: dict[date, tuple[int, float]] = {}
+        for source, feed, ts, close in conn.execute(
+            "SELECT s.source, s.feed, b.ts, b.close FROM series s JOIN bars b ON b.series_id = s.series_id "
+            f"WHERE s.asset_type = ? AND s.symbol = ? AND s.timeframe = ? AND b.ts IN ({marks}) "
+            "AND b.expires_at > ? AND b.close IS NOT NULL",
+            (asset, sym, daily, *keys, now_s),
+        ):
+            r = rank.get((source, feed))
+            day = keys[ts]
+            if r is not None and (day not in found or r < found[day][0]):
+                found[day] = (r, close)
+        closes = {d: c for d, (_, c) in found.items()}
+        rest = [d for d in sessions if d not in closes]
+        if rest:
+            closes.update(self._intraday_closes(asset, sym, rest, rank, tf, now_s))
+        return closes
+
+    def _intraday_closes(self, asset: str, sym: str, sessions: list[date], rank: dict[tuple[str, str], int],
+                         tf: Timeframe, now_s: int) -> dict[date, float]:
+        """The close of each session's last intraday bar, from the valid chunks of ``sym``'s
+        intraday series of the ranked ``(source, feed)`` pairs."""
+        days = {(d - _EPOCH_DAY).days: d for d in sessions}
+        marks = ",".join("?" * len(days))
+        best: dict[date, tuple[tuple[int, int, int], float]] = {}
+        for source, feed, tf_name, session, n, first_ts, data in self._db.conn.execute(
+            "SELECT s.source, s.feed, s.timeframe, c.session, c.n_bars, c.first_ts, c.data FROM series s "
+            "JOIN bar_chunks c ON c.series_id = s.series_id WHERE s.asset_type = ? AND s.symbol = ? "
+            f"AND c.session IN ({marks}) AND c.expires_at > ? AND c.n_bars > 0",
+            (asset, sym, *days, now_s),
+        ):
+            r = rank.get((source, feed))
+            if r is None:
+                continue
+            other = parse_timeframe(tf_name)
+            order = (r, 0 if other.name == tf.name else 1, other.seconds or 0)
+            day = days[session]
+            if day in best and best[day][0] <= order:
+                continue
+            times, values = chunks.decode(data, n, first_ts)
+            # The official close is the regular session's: after-hours bars do not count.
+            session_close = int(session_bounds(day)[1].timestamp())
+            close = values[_CLOSE_ROW][times < session_close]
+            close = close[~np.isnan(close)]
+            if len(close):
+                best[day] = (order, float(close[-1]))
+        return {d: c for d, (_, c) in best.items()}
 
     def _count_hit(self, hit: bool) -> None:
         with self._stats_lock:
@@ -282,14 +449,14 @@ class BarTable:
                 self.misses += 1
 
     def exists(self, symbol: str, start: Any, end: Any, source: str | None, asset_type: str,
-               timeframe: str) -> bool:
+               timeframe: str, feed: str | None = None) -> bool:
         sym = normalize_symbol(symbol)
         tf = parse_timeframe(timeframe)
         lo, hi = key_range(start, start if end is None else end, tf.is_intraday)
         now_s = int(now_utc().timestamp())
         src = None if source is None else norm_source(source)
         conn = self._db.conn
-        for sid, _ in self._series.for_read(norm_asset_type(asset_type), sym, tf.name, src):
+        for sid, _, _ in self._series.for_read(norm_asset_type(asset_type), sym, tf.name, src, read_feed(feed)):
             if tf.is_intraday:
                 if any(n for n, _ in _bars_in_range(conn, sid, lo, hi, now_s)):
                     return True
@@ -303,10 +470,10 @@ class BarTable:
     # -- count and delete -----------------------------------------------------------------
 
     def count(self, symbol: str | None, start: Any, end: Any, source: str | None, asset_type: str | None,
-              timeframe: str | None) -> int:
+              timeframe: str | None, feed: str | None = None) -> int:
         total = 0
         conn = self._db.conn
-        for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe):
+        for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe, feed):
             intraday = parse_timeframe(tf_name).is_intraday
             lo, hi = open_key_range(start, end, intraday)
             if intraday:
@@ -318,10 +485,10 @@ class BarTable:
         return total
 
     def delete(self, symbol: str | None, start: Any, end: Any, source: str | None, asset_type: str | None,
-               timeframe: str | None) -> int:
+               timeframe: str | None, feed: str | None = None) -> int:
         removed = 0
         with self._db.atomic() as conn:
-            for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe):
+            for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe, feed):
                 intraday = parse_timeframe(tf_name).is_intraday
                 lo, hi = open_key_range(start, end, intraday)
                 if intraday:
@@ -387,7 +554,7 @@ class BarTable:
         # Per series: bars, first and last key (a series lives in one of the two tables).
         series = conn.execute(
             "SELECT s.series_id, s.asset_type, s.symbol, s.timeframe, s.source, "
-            "COALESCE(b.n, c.n, 0), COALESCE(b.lo, c.lo), COALESCE(b.hi, c.hi) FROM series s "
+            "COALESCE(b.n, c.n, 0), COALESCE(b.lo, c.lo), COALESCE(b.hi, c.hi), s.feed FROM series s "
             "LEFT JOIN (SELECT series_id, COUNT(*) AS n, MIN(ts) AS lo, MAX(ts) AS hi FROM bars "
             "GROUP BY series_id) b ON b.series_id = s.series_id "
             "LEFT JOIN (SELECT series_id, SUM(n_bars) AS n, MIN(first_ts) AS lo, MAX(last_ts) AS hi "
@@ -396,7 +563,7 @@ class BarTable:
         live = [s for s in series if s[5] > 0]
         # First and last New York session dates over every series (intraday keys are instants).
         starts, ends = [], []
-        for _sid, _asset, _sym, tf_name, _src, _n, lo, hi in live:
+        for _sid, _asset, _sym, tf_name, _src, _n, lo, hi, _feed in live:
             intraday = parse_timeframe(tf_name).is_intraday
             starts.append(session_day_of_key(lo, intraday) * DAY)
             ends.append(session_day_of_key(hi, intraday) * DAY)
@@ -411,6 +578,7 @@ class BarTable:
             "total_entries": total,
             "unique_symbols": len(by(2)),
             "sources": by(4),
+            "feeds": sorted({s[8] for s in live}, key=feed_rank),
             "asset_types": by(1),
             "timeframes": by(3),
             "date_range": {
@@ -429,6 +597,16 @@ class BarTable:
             "misses": misses,
             "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else 0.0,
         }
+
+
+def _one_feed_per_source(tagged: list[tuple]) -> list[tuple]:
+    """Rows tagged ``(..., source, feed)`` of one source's best-ranked feed each (by
+    :data:`~cachelib.store.series.FEED_PRIORITY`) among the feeds that have rows here."""
+    best: dict[str, str] = {}
+    for source, feed in {(r[8], r[9]) for r in tagged}:
+        if source not in best or feed_rank(feed) < feed_rank(best[source]):
+            best[source] = feed
+    return [r for r in tagged if best[r[8]] == r[9]]
 
 
 def _runs_by_series(sids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -458,3 +636,109 @@ def _bars_in_range(conn: sqlite3.Connection, sid: int, lo: int, hi: int,
             n = int(((times >= lo) & (times <= hi)).sum())
         counts.append((n, session))
     return counts
+
+
+# -- adjusted reads: the stored actions, the calendar, the error ----------------------------
+
+_EPOCH_DAY = date(1970, 1, 1)
+_CLOSE_ROW = _VALUE_COLUMNS.index("close")
+_ADJUSTING_TYPES = (*SPLIT_TYPES, "cash_dividend")
+#: The action columns :func:`~cachelib.corporate_actions.key_factors` reads.
+_FACTOR_COLUMNS = pd.Index(["symbol", "action_type", "ex_date", "ratio", "amount"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _previous_session(day: date) -> date:
+    """:func:`cachelib.market_hours.previous_session`, remembered: a ten-year read asks for
+    the same few dozen ex-dates twice per call, and the calendar never changes."""
+    return previous_session(day)
+
+
+def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: date) -> pd.DataFrame | None:
+    """``sym``'s stored split-like and cash-dividend actions with ex-date <= ``as_of``, as
+    the columns :func:`~cachelib.corporate_actions.key_factors` reads, or ``None`` when the
+    symbol has no stored action at all.
+
+    Which source: the read's ``src`` when it has any action of ``sym`` (any type, any date);
+    otherwise (or for ``src=None``) every source, one row per action from the best-ranked
+    source (:data:`~cachelib.store.series.SOURCE_PRIORITY`), as ``get_corporate_actions``
+    does. One indexed query on ``corporate_actions``, no re-validation: every row was checked
+    by :func:`~cachelib.corporate_actions.actions_frame` when stored, and a read must stay
+    cheap (building the full model frame would cost more than the read itself).
+    """
+    rows = conn.execute(
+        "SELECT source, action_type, ex_date, ratio, amount FROM corporate_actions WHERE symbol = ?",
+        (sym,),
+    ).fetchall()
+    if not rows:
+        return None
+    if src is not None and any(r[0] == src for r in rows):
+        rows = [r for r in rows if r[0] == src]
+    else:
+        rows.sort(key=lambda r: source_rank(r[0]))
+    kept: dict[tuple[str, str], tuple] = {}
+    cutoff = as_of.isoformat()
+    for r in rows:
+        if r[1] in _ADJUSTING_TYPES and r[2] <= cutoff:
+            kept.setdefault((r[1], r[2]), r)
+    chosen = list(kept.values())
+    # pandas' array-level constructor: the generic DataFrame(dict) costs five times more here.
+    return pd.DataFrame._from_arrays(
+        [
+            np.array([sym] * len(chosen), dtype=object),
+            np.array([r[1] for r in chosen], dtype=object),
+            np.array([date.fromisoformat(r[2]) for r in chosen] or [], dtype=object),
+            np.array([np.nan if r[3] is None else r[3] for r in chosen], dtype=np.float64),
+            np.array([np.nan if r[4] is None else r[4] for r in chosen], dtype=np.float64),
+        ],
+        columns=_FACTOR_COLUMNS, index=pd.RangeIndex(len(chosen)), verify_integrity=False,
+    )
+
+
+class _Closes(Mapping[date, float]):
+    """Raw closes by session for the dividend factors: ``fetched`` ones, and those of the
+    bars being read when ``keys`` is given (daily keys, ``closes`` not yet adjusted), looked
+    up only for the few sessions asked. Iterates over ``fetched`` only."""
+
+    def __init__(self, keys: np.ndarray | None, closes: np.ndarray) -> None:
+        self._keys, self._closes = keys, closes
+        self.fetched: dict[date, float] = {}
+
+    def __getitem__(self, day: date) -> float:
+        if day in self.fetched:
+            return self.fetched[day]
+        if self._keys is not None:
+            key = date_to_key(day)
+            i = int(np.searchsorted(self._keys, key))
+            if i < len(self._keys) and self._keys[i] == key:
+                close = float(self._closes[i])
+                if close == close:  # not NaN
+                    return close
+        raise KeyError(day)
+
+    def __iter__(self) -> Iterator[date]:
+        return iter(self.fetched)
+
+    def __len__(self) -> int:
+        return len(self.fetched)
+
+
+class StoredClosesMissingError(MissingClosesError):
+    """A dividend-adjusted read needs raw closes the store does not hold: ``sessions`` (the
+    sessions before the dividends' ex-dates) have no daily bar, nor intraday bar, of the
+    series read. A :class:`ValueError`."""
+
+    def __init__(self, symbol: str, sessions: list[date], pairs: list[tuple[str, str]], adjustment: str) -> None:
+        self.symbol = symbol
+        self.sessions = sessions
+        shown = ", ".join(d.isoformat() for d in sessions[:10])
+        more = f" and {len(sessions) - 10} more" if len(sessions) > 10 else ""
+        series = ", ".join(f"source={s!r} feed={f!r}" for s, f in pairs)
+        ValueError.__init__(
+            self,
+            f"adjustment={adjustment!r} of {symbol} needs the raw close of session(s) {shown}{more} "
+            f"(the session before each dividend's ex-date), and no daily or intraday bar of "
+            f"{series} holds it: sync {symbol}'s daily bars for those sessions first (e.g. "
+            f"sync_bars(cache, source, [{symbol!r}], {sessions[0].isoformat()!r}, "
+            f"{sessions[-1].isoformat()!r})), or read with adjustment='split'",
+        )

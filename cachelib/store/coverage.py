@@ -2,6 +2,8 @@
 
 A coverage record is one ``(series, New York session)``; it expires by the same age rule as
 bars (:mod:`cachelib.store.ttl`). For daily bars a valid bar settles its session too.
+Coverage is per feed (the feed is part of the series): what the IEX feed answered says nothing
+about what SIP would. Asked without a feed, a session covered by any feed counts as covered.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from .. import market_hours
 from ..bars import check_count, key_range, normalize_symbol, normalize_symbols, parse_timeframe, to_date
 from ..clock import now_utc
-from .series import SeriesCatalog, norm_asset_type, norm_source
+from .series import SeriesCatalog, norm_asset_type, norm_source, read_feed, write_feed
 from .ttl import DAY, ttl_expiry
 
 if TYPE_CHECKING:
@@ -33,9 +35,11 @@ class CoverageTable:
         self._series = series
 
     def record(self, symbol: str, sessions: list[date] | list[str], source: str, timeframe: str,
-               asset_type: str, rows_per_session: Mapping[date, int] | None, ttl_hours: float | None) -> int:
+               asset_type: str, rows_per_session: Mapping[date, int] | None, ttl_hours: float | None,
+               feed: str | None = None) -> int:
         sym = normalize_symbol(symbol)
         src = norm_source(source)
+        fd = write_feed(feed)
         tf = parse_timeframe(timeframe)
         asset = norm_asset_type(asset_type)
         if isinstance(sessions, (str, date)) or not isinstance(sessions, Iterable):
@@ -57,7 +61,7 @@ class CoverageTable:
         expiry = ttl_expiry(day_nums, now, ttl_hours)
         now_s = int(now.timestamp())
         with self._db.atomic() as conn:
-            sid = self._series.id(asset, sym, tf.name, src, create=True)
+            sid = self._series.id(asset, sym, tf.name, src, fd, create=True)
             conn.executemany(
                 self._db.dialect.replace_into("coverage", _COVERAGE_COLUMNS),
                 [
@@ -68,9 +72,10 @@ class CoverageTable:
         return len(days)
 
     def missing_many(self, symbols: list[str], start: Any, end: Any, timeframe: str, source: str | None,
-                     asset_type: str) -> dict[str, list[date]]:
+                     asset_type: str, feed: str | None = None) -> dict[str, list[date]]:
         syms = normalize_symbols(symbols)  # also a "SPY,AAPL" string, never its letters
         tf = parse_timeframe(timeframe)
+        fd = read_feed(feed)
         key_range(start, end, tf.is_intraday)  # the bounds' rules (and order) of every range
         sessions = market_hours.sessions_in_range(to_date(start, "start"), to_date(end, "end"))
         result: dict[str, list[date]] = {s: list(sessions) for s in syms}
@@ -84,9 +89,11 @@ class CoverageTable:
         marks = ",".join("?" * len(syms))
         where = f"s.asset_type = ? AND s.timeframe = ? AND s.symbol IN ({marks})"
         params: list[Any] = [asset, tf.name, *syms]
-        if src is not None:
-            where += " AND s.source = ?"
-            params.append(src)
+        # The optional filters, shared by the three queries below.
+        extra = "".join(f"AND s.{col} = ? " for col, v in (("source", src), ("feed", fd)) if v is not None)
+        extra_params = [v for v in (src, fd) if v is not None]
+        where += " " + extra
+        params.extend(extra_params)
         # Coverage only ever holds sessions (record_coverage refuses other days), so a symbol
         # whose distinct covered sessions number len(sessions) is fully covered.
         counts = dict(
@@ -106,9 +113,9 @@ class CoverageTable:
                 for r in conn.execute(
                     "SELECT c.session FROM series s JOIN coverage c ON c.series_id = s.series_id "
                     "WHERE s.asset_type = ? AND s.timeframe = ? AND s.symbol = ? "
-                    + ("AND s.source = ? " if src is not None else "")
+                    + extra
                     + "AND c.session BETWEEN ? AND ? AND c.expires_at > ?",
-                    [asset, tf.name, sym, *([src] if src is not None else []), lo_n, hi_n, now_s],
+                    [asset, tf.name, sym, *extra_params, lo_n, hi_n, now_s],
                 )
             }
             if tf.name == "1Day":  # a valid daily bar settles its session too
@@ -117,10 +124,9 @@ class CoverageTable:
                     for r in conn.execute(
                         "SELECT b.ts FROM series s JOIN bars b ON b.series_id = s.series_id "
                         "WHERE s.asset_type = ? AND s.timeframe = ? AND s.symbol = ? "
-                        + ("AND s.source = ? " if src is not None else "")
+                        + extra
                         + "AND b.ts BETWEEN ? AND ? AND b.expires_at > ?",
-                        [asset, tf.name, sym, *([src] if src is not None else []),
-                         lo_n * DAY, hi_n * DAY, now_s],
+                        [asset, tf.name, sym, *extra_params, lo_n * DAY, hi_n * DAY, now_s],
                     )
                 )
             result[sym] = [d for d in sessions if (d - _EPOCH).days not in covered]

@@ -227,6 +227,100 @@ def _migration_4(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM bars WHERE series_id = ?", (sid,))
 
 
+def _migration_6(conn: sqlite3.Connection) -> None:
+    """The feed joins a series' identity: ``series`` gets ``feed`` (default ``'unknown'``) and
+    the unique key ``(asset_type, symbol, timeframe, source, feed)``.
+
+    SQLite cannot change a UNIQUE constraint in place, so the table is rebuilt keeping every
+    ``series_id`` (``bars``, ``bar_chunks`` and ``coverage`` refer to it). Existing series get
+    the feed ``'unknown'``: nobody recorded which feed filled them, and they are never
+    promoted to a named one. ``coverage`` declares a foreign key to ``series``, and
+    ``PRAGMA foreign_keys`` cannot be switched off inside this transaction: with the check
+    deferred, dropping the old table counts each coverage row as a violation and re-inserting
+    its series (into the new table of the same name) uncounts it, so the commit sees none.
+    """
+    cols = {row[0] for row in conn.execute(SQLITE.table_columns, ("series",))}
+    if "feed" in cols:
+        return
+    conn.execute("PRAGMA defer_foreign_keys = ON")  # reset by SQLite at the end of the transaction
+    _run_script(conn,
+        """
+        CREATE TABLE series_before_v6 AS SELECT series_id, asset_type, symbol, timeframe, source FROM series;
+        DROP TABLE series;
+        CREATE TABLE series (
+            series_id  INTEGER PRIMARY KEY,
+            asset_type TEXT NOT NULL,
+            symbol     TEXT NOT NULL,
+            timeframe  TEXT NOT NULL,
+            source     TEXT NOT NULL,
+            feed       TEXT NOT NULL DEFAULT 'unknown',   -- iex, sip, delayed_sip, demo, ...
+            UNIQUE (asset_type, symbol, timeframe, source, feed)
+        );
+        INSERT INTO series (series_id, asset_type, symbol, timeframe, source)
+            SELECT series_id, asset_type, symbol, timeframe, source FROM series_before_v6;
+        DROP TABLE series_before_v6;
+        """
+    )
+
+
+def _migration_7(conn: sqlite3.Connection) -> None:
+    """Corporate actions and their coverage; the open interest's date; option-chain history.
+
+    ``raw_options_history`` has the columns of ``raw_options_chain`` in the same order (its
+    new ``open_interest_date`` last) and keeps each snapshot a later one replaced, so a chain
+    can be read as it stood at any time of its day (:mod:`cachelib.store.options`).
+    """
+    cols = {row[0] for row in conn.execute(SQLITE.table_columns, ("raw_options_chain",))}
+    if "open_interest_date" not in cols:
+        conn.execute("ALTER TABLE raw_options_chain ADD COLUMN open_interest_date TEXT")  # YYYY-MM-DD
+    _run_script(conn,
+        """
+        CREATE TABLE IF NOT EXISTS raw_options_history (
+            symbol             TEXT NOT NULL,
+            trading_date       TEXT NOT NULL,
+            contract_symbol    TEXT NOT NULL,
+            source             TEXT NOT NULL,
+            strike             REAL NOT NULL,
+            option_type        TEXT NOT NULL,
+            expiration         TEXT NOT NULL,
+            bid REAL, ask REAL, last REAL,
+            volume INTEGER, open_interest INTEGER,
+            implied_volatility REAL, delta REAL, gamma REAL, theta REAL, vega REAL, rho REAL,
+            underlying_price   REAL,
+            data_quality_score REAL NOT NULL,
+            snapshot_time      INTEGER NOT NULL,    -- epoch seconds UTC
+            expires_at         INTEGER NOT NULL,
+            open_interest_date TEXT,
+            PRIMARY KEY (symbol, trading_date, source, contract_symbol, snapshot_time)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS corporate_actions (
+            symbol      TEXT NOT NULL,
+            action_type TEXT NOT NULL,
+            ex_date     TEXT NOT NULL,      -- New York date, YYYY-MM-DD (name change: effective date)
+            ratio       REAL,               -- splits: shares after / shares before
+            amount      REAL,               -- cash dividend per share
+            new_symbol  TEXT,               -- name changes
+            source      TEXT NOT NULL,
+            fetched_at  INTEGER NOT NULL,   -- epoch seconds UTC
+            PRIMARY KEY (symbol, action_type, ex_date, source)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS idx_actions_new_symbol ON corporate_actions (new_symbol)
+            WHERE new_symbol IS NOT NULL;
+        -- Which days a source was asked about, as ranges of New York days (days since
+        -- 1970-01-01, both ends inclusive), expiring by ttl.action_expiry.
+        CREATE TABLE IF NOT EXISTS action_coverage (
+            symbol     TEXT NOT NULL,
+            source     TEXT NOT NULL,
+            first_day  INTEGER NOT NULL,
+            last_day   INTEGER NOT NULL,
+            fetched_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (symbol, source, first_day, last_day)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 #: Forward-only migrations: (version reached, description, function).
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "initial schema (bars, series, raw_options_chain, trade_history)", _migration_1),
@@ -234,6 +328,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = 
     (3, "trade excursions (max_profit_pct, max_drawdown_pct)", _migration_3),
     (4, "intraday bars as one compressed chunk per (series, session)", _migration_4),
     (5, "short trades stored with the unsigned P&L % get the signed one", _migration_short_trade_pct),
+    (6, "the feed in every series' identity (existing series: feed 'unknown')", _migration_6),
+    (7, "corporate actions and their coverage, open interest date, option-chain history", _migration_7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,8 +1,11 @@
 """Option-chain snapshots: the rules of a chain row, its quality score, store/read/delete, stats.
 
-One row per ``(symbol, trading_date, contract, source)`` in ``raw_options_chain``; a later
-snapshot of the same day replaces the earlier one. Snapshots are history nobody can
-re-download (Alpaca has no historical chain), so they keep for 10 years by default.
+One row per ``(symbol, trading_date, contract, source)`` in ``raw_options_chain``: the latest
+snapshot of the day. The snapshot a later one replaces moves, in the same transaction, to the
+append-only ``raw_options_history`` (same columns), so ``get(as_of=t)`` can return the chain as
+it stood at ``t``: per contract the latest snapshot taken at or before ``t``. Snapshots are
+history nobody can re-download (Alpaca has no historical chain), so they keep for 10 years by
+default.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..bars import (
+    NY,
     OPTION_COLUMNS,
     check_count,
     check_number,
@@ -33,11 +37,54 @@ from .ttl import HISTORICAL_TTL, ttl_expiry
 if TYPE_CHECKING:
     from .connection import Database
 
-_OPTION_SELECT = (
-    "SELECT contract_symbol, strike, option_type, expiration, bid, ask, last, volume, open_interest, "
-    "implied_volatility, delta, gamma, theta, vega, rho, underlying_price, snapshot_time, "
-    "symbol, trading_date, source, data_quality_score FROM raw_options_chain"
+#: Columns of ``raw_options_chain`` and ``raw_options_history``, in table order (what
+#: :func:`option_record` returns).
+_TABLE_COLUMNS = (
+    "symbol", "trading_date", "contract_symbol", "source", "strike", "option_type", "expiration",
+    "bid", "ask", "last", "volume", "open_interest", "implied_volatility", "delta", "gamma", "theta",
+    "vega", "rho", "underlying_price", "data_quality_score", "snapshot_time", "expires_at",
+    "open_interest_date",
 )
+_READ_COLUMNS = (*OPTION_COLUMNS, "symbol", "trading_date", "source", "data_quality_score")
+_INSERT = {
+    table: f"INSERT OR REPLACE INTO {table} ({', '.join(_TABLE_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_TABLE_COLUMNS))})"
+    for table in ("raw_options_chain", "raw_options_history")
+}
+# The replaced snapshot of one contract, moved to the history before the new one is written.
+_TO_HISTORY = (
+    f"INSERT OR REPLACE INTO raw_options_history ({', '.join(_TABLE_COLUMNS)}) "
+    f"SELECT {', '.join(_TABLE_COLUMNS)} FROM raw_options_chain "
+    "WHERE symbol = ? AND trading_date = ? AND source = ? AND contract_symbol = ?"
+)
+
+
+def _as_of_seconds(as_of: Any, day: date) -> int:
+    """``as_of`` as epoch seconds; naive means New York time, and it must fall on ``day``
+    (New York), the trading date whose chain is read."""
+    if isinstance(as_of, date) and not isinstance(as_of, datetime):
+        raise ValueError(f"as_of must be a time on {day} (e.g. '{day}T12:00', New York time), "
+                         f"got the date {as_of}")
+    if isinstance(as_of, str) and len(as_of.strip()) == 10:
+        raise ValueError(f"as_of must be a time on {day} (e.g. '{day}T12:00'), got {as_of!r}")
+    if isinstance(as_of, str):
+        try:
+            if not as_of.isascii():  # fromisoformat reads non-ASCII digits; a time is ASCII
+                raise ValueError
+            as_of = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"cannot read as_of {as_of[:40]!r} as a time (e.g. '{day}T12:00')") from None
+    if isinstance(as_of, pd.Timestamp):
+        if as_of is pd.NaT:
+            raise ValueError("as_of is NaT; give a time or None")
+        as_of = as_of.to_pydatetime()
+    if not isinstance(as_of, datetime):
+        raise ValueError(f"as_of must be a datetime or ISO time string, got {type(as_of).__name__}")
+    when = as_of.replace(tzinfo=NY) if as_of.tzinfo is None else as_of.astimezone(NY)
+    if when.date() != day:
+        raise ValueError(f"as_of {when.isoformat()} (New York) is not on the trading date {day}; "
+                         "a chain is read as of a time of its own day")
+    return int(when.timestamp())
 
 
 def _given(value: Any) -> bool:
@@ -86,28 +133,57 @@ class OptionChainTable:
         if not records:
             return 0
         with self._db.atomic() as conn:
-            conn.executemany(self._db.dialect.replace_into("raw_options_chain", len(records[0])), records)
+            stored = dict(conn.execute(
+                "SELECT contract_symbol, snapshot_time FROM raw_options_chain "
+                "WHERE symbol = ? AND trading_date = ? AND source = ?",
+                (sym, day.isoformat(), src),
+            ).fetchall())
+            latest, older, replaced = [], [], []
+            for record in records:
+                previous = stored.get(record[2])
+                if previous is not None and record[20] < previous:
+                    older.append(record)  # an earlier snapshot arriving late: history only
+                else:
+                    latest.append(record)
+                    if previous is not None and previous < record[20]:
+                        replaced.append((sym, day.isoformat(), src, record[2]))
+            conn.executemany(_TO_HISTORY, replaced)
+            conn.executemany(_INSERT["raw_options_chain"], latest)
+            conn.executemany(_INSERT["raw_options_history"], older)
         return len(records)
 
     def get(self, symbol: str, trading_date: Any, source: str | None, expiration: Any,
-            option_type: str | None) -> pd.DataFrame | None:
+            option_type: str | None, as_of: Any = None) -> pd.DataFrame | None:
+        day = to_date(trading_date, "trading_date")
+        cutoff = None if as_of is None else _as_of_seconds(as_of, day)
         body, params = where_clause(
             ("symbol = ?", normalize_symbol(symbol)),
-            ("trading_date = ?", to_date(trading_date, "trading_date").isoformat()),
+            ("trading_date = ?", day.isoformat()),
             ("expires_at > ?", int(now_utc().timestamp())),
             ("source = ?", maybe(norm_source, source)),
             ("expiration = ?", maybe(lambda d: to_date(d, "expiration").isoformat(), expiration)),
             ("option_type = ?", maybe(normalize_option_type, option_type)),
+            ("snapshot_time <= ?", cutoff),
         )
-        rows = self._db.conn.execute(f"{_OPTION_SELECT} WHERE {body}", params).fetchall()
+        select = f"SELECT {', '.join(_READ_COLUMNS)} FROM raw_options_chain WHERE {body}"
+        if cutoff is not None:  # the replaced snapshots count too
+            select += f" UNION ALL SELECT {', '.join(_READ_COLUMNS)} FROM raw_options_history WHERE {body}"
+            params = params * 2
+        rows = self._db.conn.execute(select, params).fetchall()
         if not rows:
             return None
-        columns = [*OPTION_COLUMNS, "symbol", "trading_date", "source", "data_quality_score"]
-        frame = pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=list(_READ_COLUMNS))
+        if cutoff is not None:  # per contract and source, the latest snapshot at or before as_of
+            frame = frame.sort_values("snapshot_time", ascending=False, kind="stable")
+            frame = frame.drop_duplicates(["contract_symbol", "source"])
         frame["_rank"] = [source_rank(s) for s in frame["source"]]
-        frame = frame.sort_values("_rank").drop_duplicates("contract_symbol").drop(columns="_rank")
+        frame = frame.sort_values("_rank", kind="stable").drop_duplicates("contract_symbol").drop(columns="_rank")
         frame["expiration"] = [date.fromisoformat(d) for d in frame["expiration"]]
         frame["trading_date"] = [date.fromisoformat(d) for d in frame["trading_date"]]
+        frame["open_interest_date"] = pd.Series(
+            [date.fromisoformat(d) if isinstance(d, str) else None for d in frame["open_interest_date"]],
+            index=frame.index, dtype=object,
+        )
         frame["snapshot_time"] = pd.to_datetime(frame["snapshot_time"], unit="s", utc=True)
         for col in ("volume", "open_interest"):
             frame[col] = frame[col].astype("Int64")
@@ -121,6 +197,8 @@ class OptionChainTable:
             ("trading_date < ?", maybe(lambda d: to_date(d, "before").isoformat(), before)),
         )
         with self._db.atomic() as conn:
+            # The history goes with its chain (its rows are not counted: they are past states).
+            conn.execute(f"DELETE FROM raw_options_history WHERE {body}", params)
             return conn.execute(f"DELETE FROM raw_options_chain WHERE {body}", params).rowcount
 
     def stats(self) -> dict[str, Any]:
@@ -218,6 +296,8 @@ def option_record(
         score = quality_score(bid, ask, iv, delta)
     elif not 0 <= score <= 1:
         raise ValueError(f"{where}: data_quality_score must be between 0 and 1, got {score}")
+    counted = row.get("open_interest_date")
+    oi_date = to_date(counted, f"{where}: open_interest_date").isoformat() if _given(counted) else None
     row_snap = row.get("snapshot_time")
     snap_s = int(to_utc_datetime(row_snap, f"{where}: snapshot_time").timestamp()) if _given(row_snap) \
         else int(snap.timestamp())
@@ -225,7 +305,7 @@ def option_record(
         sym, day.isoformat(), str(contract).strip().upper(), src, strike, kind, expiration.isoformat(),
         bid, ask, num("last"), vol, oi,
         iv, delta, num("gamma"), num("theta"), num("vega"), num("rho"),
-        under, score, snap_s, expires,
+        under, score, snap_s, expires, oi_date,
     )
 
 

@@ -1,12 +1,20 @@
-"""Series: one ``(asset_type, symbol, timeframe, source)``, interned as a small integer.
+"""Series: one ``(asset_type, symbol, timeframe, source, feed)``, interned as a small integer.
 
-Bars and coverage rows store the ``series_id`` instead of four strings. Also here: the order
-in which sources answer for the same bar (:data:`SOURCE_PRIORITY`), and the spelling rules
-of a source and an asset type.
+Bars and coverage rows store the ``series_id`` instead of five strings. Also here: the order
+in which sources answer for the same bar (:data:`SOURCE_PRIORITY`), the order in which one
+source's feeds answer (:data:`FEED_PRIORITY`), and the spelling rules of a source, a feed and
+an asset type.
+
+The *feed* is the vendor's data feed (Alpaca's ``iex``, ``sip``, ``delayed_sip``...; ``demo``
+for the demo source). It is part of a series' identity because the same bar differs by feed:
+IEX volume is a few per cent of the consolidated (SIP) volume. A write that does not name its
+feed stores :data:`UNKNOWN_FEED`; bars cached before schema v6 carry it too, and it is never
+promoted to a named feed.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -19,6 +27,15 @@ if TYPE_CHECKING:
 #: Sources in the order ``get(source=None)`` prefers them when several hold the same bar.
 SOURCE_PRIORITY: tuple[str, ...] = ("alpaca", "polygon", "alpha_vantage", "legacy", "demo")
 
+#: Feeds in the order a read without ``feed`` prefers them: then any other named feed
+#: alphabetically ("boats", "demo", "otc", "overnight", ...), then :data:`UNKNOWN_FEED` last.
+FEED_PRIORITY: tuple[str, ...] = ("sip", "delayed_sip", "iex")
+
+#: The feed of bars written without one (and of every bar cached before schema v6).
+UNKNOWN_FEED = "unknown"
+
+_FEED_NAME = re.compile(r"[a-z0-9_]{1,32}")
+
 
 def source_rank(source: str) -> tuple[int, str]:
     """Sort key of a source: listed ones first, in order; unknown ones after, alphabetically."""
@@ -28,10 +45,48 @@ def source_rank(source: str) -> tuple[int, str]:
         return (len(SOURCE_PRIORITY), source)
 
 
+def feed_rank(feed: str) -> tuple[int, str]:
+    """Sort key of a feed: :data:`FEED_PRIORITY` in order, other named feeds alphabetically,
+    :data:`UNKNOWN_FEED` last.
+
+    >>> sorted(["unknown", "iex", "otc", "sip", "boats"], key=feed_rank)
+    ['sip', 'iex', 'boats', 'otc', 'unknown']
+    """
+    if feed == UNKNOWN_FEED:
+        return (len(FEED_PRIORITY) + 1, feed)
+    try:
+        return (FEED_PRIORITY.index(feed), feed)
+    except ValueError:
+        return (len(FEED_PRIORITY), feed)
+
+
 def norm_source(source: str) -> str:
     if not isinstance(source, str) or not source.strip():
         raise ValueError("source must be a non-empty string such as 'alpaca'")
     return source.strip().lower()
+
+
+def norm_feed(feed: str) -> str:
+    """A feed's one spelling: lower-case ASCII letters, digits and ``_``, up to 32 characters."""
+    if not isinstance(feed, str):
+        raise ValueError(f"feed must be a string such as 'sip' or 'iex', got {type(feed).__name__}")
+    name = feed.strip().lower()
+    if not _FEED_NAME.fullmatch(name):
+        raise ValueError(
+            f"feed {feed[:40]!r} is not a feed name such as 'sip', 'iex' or 'delayed_sip' "
+            "(ASCII letters, digits and _, up to 32 characters)"
+        )
+    return name
+
+
+def write_feed(feed: str | None) -> str:
+    """The feed a write stores: the given one, or :data:`UNKNOWN_FEED` when ``None``."""
+    return UNKNOWN_FEED if feed is None else norm_feed(feed)
+
+
+def read_feed(feed: str | None) -> str | None:
+    """The feed a read is limited to, or ``None`` (choose by :data:`FEED_PRIORITY`)."""
+    return None if feed is None else norm_feed(feed)
 
 
 def norm_asset_type(asset_type: str) -> str:
@@ -43,7 +98,8 @@ def norm_asset_type(asset_type: str) -> str:
 def series_id(
     conn: sqlite3.Connection, asset_type: str, symbol: str, timeframe: str, source: str, create: bool
 ) -> int | None:
-    """The id of a series (normalised names), created when ``create``; ``None`` if unknown."""
+    """The id of a series in the schema before v6 (no feed column). Only migration 1 (the
+    seed import, which runs on that schema) uses it; everything else uses :func:`feed_series_id`."""
     row = conn.execute(
         "SELECT series_id FROM series WHERE asset_type=? AND symbol=? AND timeframe=? AND source=?",
         (asset_type, symbol, timeframe, source),
@@ -59,38 +115,64 @@ def series_id(
     return cur.lastrowid
 
 
+def feed_series_id(
+    conn: sqlite3.Connection, asset_type: str, symbol: str, timeframe: str, source: str, feed: str,
+    create: bool,
+) -> int | None:
+    """The id of a series (normalised names), created when ``create``; ``None`` if unknown."""
+    key = (asset_type, symbol, timeframe, source, feed)
+    row = conn.execute(
+        "SELECT series_id FROM series WHERE asset_type=? AND symbol=? AND timeframe=? AND source=? AND feed=?",
+        key,
+    ).fetchone()
+    if row:
+        return row[0]
+    if not create:
+        return None
+    cur = conn.execute(
+        "INSERT INTO series (asset_type, symbol, timeframe, source, feed) VALUES (?,?,?,?,?)", key
+    )
+    return cur.lastrowid
+
+
 class SeriesCatalog:
     """Looks series up (remembering committed ids) for the bars and coverage rooms."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._ids: dict[tuple[str, str, str, str], int] = {}
+        self._ids: dict[tuple[str, str, str, str, str], int] = {}
 
-    def id(self, asset_type: str, symbol: str, timeframe: str, source: str, create: bool = False) -> int | None:
-        key = (asset_type, symbol, timeframe, source)
+    def id(self, asset_type: str, symbol: str, timeframe: str, source: str, feed: str,
+           create: bool = False) -> int | None:
+        key = (asset_type, symbol, timeframe, source, feed)
         sid = self._ids.get(key)
         if sid is None:
             conn = self._db.conn
-            sid = series_id(conn, *key, create=create)
+            sid = feed_series_id(conn, *key, create=create)
             # Remember only committed ids: a series created inside a transaction that is later
             # rolled back would leave a stale id that SQLite hands to the next new series.
             if sid is not None and not conn.in_transaction:
                 self._ids[key] = sid
         return sid
 
-    def for_read(self, asset_type: str, symbol: str, timeframe: str, source: str | None) -> list[tuple[int, str]]:
-        """``[(series_id, source)]`` in source-priority order."""
-        if source is not None:
-            sid = self.id(asset_type, symbol, timeframe, source)
-            return [] if sid is None else [(sid, source)]
-        rows = self._db.conn.execute(
-            "SELECT series_id, source FROM series WHERE asset_type=? AND symbol=? AND timeframe=?",
-            (asset_type, symbol, timeframe),
-        ).fetchall()
-        return sorted(rows, key=lambda r: source_rank(r[1]))
+    def for_read(self, asset_type: str, symbol: str, timeframe: str, source: str | None,
+                 feed: str | None) -> list[tuple[int, str, str]]:
+        """``[(series_id, source, feed)]`` in source-, then feed-priority order (``None`` = any)."""
+        if source is not None and feed is not None:
+            sid = self.id(asset_type, symbol, timeframe, source, feed)
+            return [] if sid is None else [(sid, source, feed)]
+        sql = "SELECT series_id, source, feed FROM series WHERE asset_type=? AND symbol=? AND timeframe=?"
+        params = [asset_type, symbol, timeframe]
+        for column, value in (("source", source), ("feed", feed)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                params.append(value)
+        rows = self._db.conn.execute(sql, params).fetchall()
+        return sorted(rows, key=lambda r: (source_rank(r[1]), feed_rank(r[2])))
 
     def matching(
-        self, symbol: str | None, source: str | None, asset_type: str | None, timeframe: str | None
+        self, symbol: str | None, source: str | None, asset_type: str | None, timeframe: str | None,
+        feed: str | None = None,
     ) -> list[tuple[int, str]]:
         """``[(series_id, timeframe)]`` selected by the filters (``None`` = any)."""
         body, params = where_clause(
@@ -98,5 +180,6 @@ class SeriesCatalog:
             ("source = ?", maybe(norm_source, source)),
             ("asset_type = ?", maybe(norm_asset_type, asset_type)),
             ("timeframe = ?", maybe(lambda t: parse_timeframe(t).name, timeframe)),
+            ("feed = ?", maybe(norm_feed, feed)),
         )
         return self._db.conn.execute(f"SELECT series_id, timeframe FROM series WHERE {body}", params).fetchall()

@@ -1,10 +1,17 @@
-"""The TTL rule: when bars, coverage records and option snapshots expire, and their cleanup.
+"""The TTL rules: when bars, coverage records, option snapshots and corporate-action coverage
+expire, and their cleanup.
 
-Age = today's New York date − the bar's session date, in calendar days; age ≥
+Bars: age = today's New York date − the bar's session date, in calendar days; age ≥
 :data:`RECENT_AGE_DAYS` (2) → the row expires in 10 years (:data:`HISTORICAL_TTL`), otherwise
 in 24 hours (:data:`RECENT_TTL`). ``ttl_hours`` overrides it for every row of a call (``0`` =
 already expired). Expiry is an integer UTC epoch; "now" is read once per call from
 :func:`cachelib.clock.now_utc`.
+
+Corporate-action coverage (:func:`action_expiry`): announcements arrive *before* the ex-date
+and vendors correct recent ones, so what a source said about a day can still change until
+well after it. Days with age ≥ :data:`ACTION_SETTLED_AGE_DAYS` (30) keep 10 years; recent days
+and every future day expire after 24 hours, so a re-sync asks again for them only.
+The actions themselves never expire (a re-sync upserts them).
 """
 
 from __future__ import annotations
@@ -24,18 +31,21 @@ from ..clock import now_utc
 if TYPE_CHECKING:
     from .connection import Database
 
-__all__ = ["HISTORICAL_TTL", "MAX_TTL_HOURS", "RECENT_AGE_DAYS", "RECENT_TTL", "check_ttl_hours", "ttl_expiry"]
+__all__ = ["ACTION_SETTLED_AGE_DAYS", "HISTORICAL_TTL", "MAX_TTL_HOURS", "RECENT_AGE_DAYS", "RECENT_TTL",
+           "action_expiry", "check_ttl_hours", "ttl_expiry"]
 
 HISTORICAL_TTL = timedelta(days=3652)  # "10 years"
 RECENT_TTL = timedelta(hours=24)
 RECENT_AGE_DAYS = 2  # age >= 2 calendar days (New York) is historical
+#: Corporate-action coverage of a day settles when the day is this many calendar days old.
+ACTION_SETTLED_AGE_DAYS = 30
 #: The longest ``ttl_hours`` accepted: 100 years (the default for history is 10 years).
 MAX_TTL_HOURS = 100 * 8766
 DAY = 86_400
 _EPOCH = date(1970, 1, 1)
 #: The tables whose rows expire (each has an integer ``expires_at``); ``bar_chunks`` expire
 #: too, counted in bars (see :func:`cleanup_expired`).
-EXPIRING_TABLES = ("bars", "coverage", "raw_options_chain")
+EXPIRING_TABLES = ("bars", "coverage", "raw_options_chain", "raw_options_history", "action_coverage")
 
 
 def check_ttl_hours(ttl_hours: Any) -> float:
@@ -71,6 +81,26 @@ def ttl_expiry(session_days: np.ndarray, now: datetime, ttl_hours: float | None 
         now_s + int(HISTORICAL_TTL.total_seconds()),
         now_s + int(RECENT_TTL.total_seconds()),
     ).astype(np.int64)
+
+
+def action_expiry(first_day: date, last_day: date, now: datetime) -> list[tuple[date, date, int]]:
+    """Corporate-action coverage of ``[first_day, last_day]`` cut by the action TTL rule:
+    ``(first, last, expires_at)`` pieces, settled days (age ≥ :data:`ACTION_SETTLED_AGE_DAYS`)
+    expiring in 10 years, recent and future days in 24 hours. Empty for a reversed range.
+
+    >>> now = datetime(2024, 6, 20, 16, tzinfo=UTC)
+    >>> [(a.isoformat(), b.isoformat()) for a, b, _ in action_expiry(date(2024, 5, 1), date(2024, 7, 1), now)]
+    [('2024-05-01', '2024-05-21'), ('2024-05-22', '2024-07-01')]
+    """
+    now_s = int(now.timestamp())
+    last_settled = market_hours.today_et(now) - timedelta(days=ACTION_SETTLED_AGE_DAYS)
+    pieces: list[tuple[date, date, int]] = []
+    if first_day <= min(last_day, last_settled):
+        pieces.append((first_day, min(last_day, last_settled), now_s + int(HISTORICAL_TTL.total_seconds())))
+    recent_first = max(first_day, last_settled + timedelta(days=1))
+    if recent_first <= last_day:
+        pieces.append((recent_first, last_day, now_s + int(RECENT_TTL.total_seconds())))
+    return pieces
 
 
 def session_days_of_keys(keys: np.ndarray, intraday: bool) -> np.ndarray:

@@ -298,16 +298,17 @@ def _archive_sessions(
     Idempotent: whatever an earlier replay of a session archived is dropped, then the trades
     are upserted; all in one transaction where the store offers one, so a reader never sees a
     half-replayed session (one commit per block of sessions, not per session: commits were
-    ~4% of a replay).
+    ~4% of a replay). The block's trades are archived in one batch (``archive_trades``:
+    ~1/5 of the per-trade cost); dropping every session first is the same as session by
+    session, since a session's trades all enter in that session.
     """
     if not sessions:
         return
     atomic = getattr(cache, "atomic", None)
     with atomic() if atomic is not None else contextlib.nullcontext():
-        for day, trades in sessions:
+        for day, _ in sessions:
             cache.delete_trades(symbol=symbol, start=day, end=day, strategy=strategy_name)
-            for trade in trades:
-                cache.archive_trade(trade)
+        cache.archive_trades([trade for _, trades in sessions for trade in trades])
 
 
 def replay_day(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -126,62 +126,114 @@ def trade_record(trade: Any) -> dict[str, Any]:
     """The given fields of a trade (a dict or a pydantic model), each checked and normalised
     to what the store keeps: times as epoch seconds UTC, an upper-case symbol, floats.
 
-    This is the per-field half of the trade rules; :func:`check_trade` holds the rules across
-    fields. Unknown fields are ignored; ``None`` means "not given".
+    This is the per-field half of the trade rules (one rule per column, :data:`_FIELD_RULES`);
+    :func:`check_trade` holds the rules across fields. Unknown fields are ignored; ``None``
+    means "not given".
     """
-    if hasattr(trade, "model_dump"):
+    if isinstance(trade, Trade):
+        # Its fields by attribute: a third of model_dump()'s cost, same values. The rules still
+        # run: the engine builds its trades without a validation pass (tick_flow._trusted).
+        data = {name: getattr(trade, name) for name in TRADE_COLUMNS}
+    elif hasattr(trade, "model_dump"):
         data = trade.model_dump()
     elif isinstance(trade, Mapping):
         data = dict(trade)
     else:
         raise ValueError(f"trade must be a dict or a pydantic model, got {type(trade).__name__}")
-    unknown = set(data) - set(TRADE_COLUMNS)
-    data = {k: v for k, v in data.items() if k in TRADE_COLUMNS}
     trade_id = data.get("trade_id")
     if not isinstance(trade_id, str) or not trade_id.strip():
         raise ValueError("trade needs a non-empty string trade_id")
     if len(trade_id.strip()) > MAX_TRADE_ID_LENGTH:
         raise ValueError(f"trade_id is longer than {MAX_TRADE_ID_LENGTH} characters")
-    record: dict[str, Any] = {"trade_id": trade_id.strip()}
-    for key, value in data.items():
-        # Only None means "not given": a NaN price or a NaT time is refused by its check.
-        if key == "trade_id" or value is None:
-            continue
-        what = f"trade {record['trade_id']!r}: {key}"
-        if key == "symbol":
-            try:
-                value = normalize_symbol(value)
-            except ValueError as exc:
-                raise ValueError(f"trade {record['trade_id']!r}: {exc}") from None
-        elif key in TRADE_TIME_COLUMNS:
-            # A bare date is that New York day's midnight, as the date filters read it.
-            value = range_start_key(value, intraday=True, what=what)
-            if clamp_key(value) != value:
-                raise ValueError(f"{what} {data[key]!r} is outside the years 1677-2262")
-        elif key in ("entry_price", "exit_price"):
-            value = check_number(value, what)
-            if value <= 0:
-                raise ValueError(f"{what} must be a positive number, got {data[key]!r}")
-        elif key == "quantity":
-            value = check_number(value, what)
-            if value == 0 or abs(value) > MAX_TRADE_QUANTITY:
-                raise ValueError(
-                    f"{what} must be a non-zero number of at most {MAX_TRADE_QUANTITY:g} in size, "
-                    f"got {data[key]!r}"
-                )
-            value = int(value) if value.is_integer() else value
-        elif key == "signal_confidence":
-            value = check_number(value, what)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{what} must be between 0 and 1, got {data[key]!r}")
-        elif key in _TRADE_NUMBERS:
-            value = check_number(value, what)
-        else:
-            value = str(value.value if hasattr(value, "value") else value)
-        record[key] = value
-    if unknown and log.isEnabledFor(logging.DEBUG):
+    tid = trade_id.strip()
+    record: dict[str, Any] = {"trade_id": tid}
+    for key, rule in _FIELD_RULES.items():
+        value = data.get(key)
+        # Only None means "not given": a NaN price or a NaT time is refused by its rule.
+        if value is not None:
+            record[key] = rule(value, tid, key)
+    if log.isEnabledFor(logging.DEBUG) and (unknown := data.keys() - _FIELD_RULES.keys() - {"trade_id"}):
         log.debug("archive_trade ignored fields %s", sorted(unknown))
     return record
+
+
+# -- the per-field rules: each takes the given value, the trade's id and the field's name (for
+# errors) and returns the value to store, or raises ValueError. The ``type(...) is`` tests are
+# fast paths for what the engine and the model hold; any other value takes the general rule.
+# The error's subject is formatted only when needed: formatting it for every field was a third
+# of trade_record's time.
+
+
+def _what(tid: str, key: str) -> str:
+    return f"trade {tid!r}: {key}"
+
+
+def _number(value: Any, tid: str, key: str) -> float:
+    """A finite number as a float (:func:`cachelib.bars.check_number`)."""
+    if type(value) is float and math.isfinite(value):
+        return value
+    return check_number(value, _what(tid, key))
+
+
+def _time_key(value: Any, tid: str, key: str) -> int:
+    """Epoch seconds UTC; a bare date is that New York day's midnight, as the date filters read it."""
+    if type(value) is datetime and value.tzinfo is not None:
+        seconds = int(value.timestamp())  # an aware instant: what range_start_key gives it
+    else:
+        seconds = range_start_key(value, intraday=True, what=_what(tid, key))
+    if clamp_key(seconds) != seconds:
+        raise ValueError(f"{_what(tid, key)} {value!r} is outside the years 1677-2262")
+    return seconds
+
+
+def _symbol(value: Any, tid: str, key: str) -> str:
+    try:
+        return normalize_symbol(value)
+    except ValueError as exc:
+        raise ValueError(f"trade {tid!r}: {exc}") from None
+
+
+def _price(value: Any, tid: str, key: str) -> float:
+    number = _number(value, tid, key)
+    if number <= 0:
+        raise ValueError(f"{_what(tid, key)} must be a positive number, got {value!r}")
+    return number
+
+
+def _quantity(value: Any, tid: str, key: str) -> float:
+    number = _number(value, tid, key)
+    if number == 0 or abs(number) > MAX_TRADE_QUANTITY:
+        raise ValueError(
+            f"{_what(tid, key)} must be a non-zero number of at most {MAX_TRADE_QUANTITY:g} in size, "
+            f"got {value!r}"
+        )
+    return int(number) if number.is_integer() else number
+
+
+def _confidence(value: Any, tid: str, key: str) -> float:
+    number = _number(value, tid, key)
+    if not 0 <= number <= 1:
+        raise ValueError(f"{_what(tid, key)} must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _text(value: Any, tid: str, key: str) -> str:
+    if type(value) is str:
+        return value
+    return str(value.value if hasattr(value, "value") else value)  # an enum stores its value
+
+
+_FIELD_RULES: dict[str, Callable[[Any, str, str], Any]] = {
+    "symbol": _symbol,
+    "entry_date": _time_key,
+    "exit_date": _time_key,
+    "entry_price": _price,
+    "exit_price": _price,
+    "quantity": _quantity,
+    "signal_confidence": _confidence,
+    **{name: _number for name in _TRADE_NUMBERS},
+}
+_FIELD_RULES.update({name: _text for name in TRADE_COLUMNS if name not in _FIELD_RULES and name != "trade_id"})
 
 
 def check_trade(trade: dict[str, Any], existing: dict[str, Any] | None) -> None:

@@ -65,9 +65,17 @@ __all__ = [
     "get_market_data",
     "build_live_bar",
     "MAX_ROWS_PER_CALL",
+    "ACTION_LOOKAHEAD",
 ]
 
 log = logging.getLogger("cachelib.sync")
+
+#: How far past its bars a scheduled run asks for corporate actions. Announcements come
+#: before the ex-date (that is why recent and future days' action coverage lives 24 h): splits
+#: are announced weeks ahead, and a quarterly dividend is declared within the quarter before
+#: its ex-date, so 90 days catch every announced action of the next quarter. The flows sync
+#: ``[start, end + ACTION_LOOKAHEAD]``.
+ACTION_LOOKAHEAD = timedelta(days=90)
 
 #: Upper bound on the rows one ``get_bars`` call is expected to return (memory bound).
 MAX_ROWS_PER_CALL = 500_000
@@ -494,6 +502,9 @@ class CorporateActionSyncReport:
     requests_made: int = 0
     actions_written: int = 0
     seconds: float = 0.0
+    #: Stored actions of the source the answer no longer holds (cancelled, or moved to another
+    #: date or type), removed so an adjusted read never applies a withdrawn action.
+    actions_removed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-friendly values (dates as ISO strings)."""
@@ -522,6 +533,11 @@ def sync_corporate_actions(
     ``source.get_corporate_actions`` call spanning the union of their gaps (the source batches
     the symbols and pages), so the request count stays at the minimum the page size allows.
 
+    The answer is authoritative for what was asked: the source's stored actions of the fetched
+    symbols over the fetched span are replaced by it
+    (:meth:`~cachelib.store.TradingCacheManager.replace_corporate_actions`), so a corrected
+    ex-date or a cancelled action leaves no stale row (``actions_removed`` counts those).
+
     >>> sync_corporate_actions(cache, DemoSource(), ["NVDA", "AAPL"], "2020-01-01", "2024-12-31")  # doctest: +SKIP
     CorporateActionSyncReport(source='demo', ..., requests_made=1, actions_written=21, ...)
     """
@@ -548,14 +564,16 @@ def sync_corporate_actions(
             raise ValueError(f"source {src_name!r} returned {type(frame).__name__} for corporate "
                              "actions, not a DataFrame")
         with cache.atomic():
-            # Rows and coverage under one source name, so the coverage vouches for these rows.
-            report.actions_written = cache.store_corporate_actions(frame, source=src_name)
+            # Rows and coverage under one source name, so the coverage vouches for these rows:
+            # every wanted symbol was asked about all of [lo, hi], so the answer replaces all of it.
+            report.actions_removed, report.actions_written = cache.replace_corporate_actions(
+                wanted, lo, hi, frame, source=src_name)
             cache.record_action_coverage(wanted, lo, hi, src_name)
         report.symbols_fetched, report.fetched_start, report.fetched_end = wanted, lo, hi
     report.seconds = time.perf_counter() - t0
-    log.info("corporate actions of %s from %s: %d symbol(s) fetched in %d request(s), %d action(s) written",
-             ",".join(syms[:5]) + ("..." if len(syms) > 5 else ""), src_name, len(report.symbols_fetched),
-             report.requests_made, report.actions_written)
+    log.info("corporate actions of %s from %s: %d symbol(s) fetched in %d request(s), %d action(s) written, "
+             "%d withdrawn", ",".join(syms[:5]) + ("..." if len(syms) > 5 else ""), src_name,
+             len(report.symbols_fetched), report.requests_made, report.actions_written, report.actions_removed)
     return report
 
 
@@ -619,6 +637,8 @@ def get_market_data(
     cache: TradingCacheManager | None = None,
     now: datetime | None = None,
     feed: str | None = None,
+    adjustment: str = "raw",
+    as_of: Any = None,
 ) -> pd.DataFrame:
     """Bars of ``symbol`` in ``[start, end]``: cache first, gaps synced from ``source``.
 
@@ -632,8 +652,21 @@ def get_market_data(
     ``feed`` (optional) names that feed: with a source name it goes to
     :func:`~cachelib.sources.get_source`; a source whose feed differs is a ValueError (never
     another feed's prices under the name asked for).
+
+    ``adjustment`` (``"raw"``, ``"split"``, ``"dividend"``, ``"all"``) and ``as_of`` (a date,
+    default today in New York) are those of :meth:`TradingCacheManager.get`. An adjusted read
+    first syncs ``symbol``'s corporate actions from ``source`` over ``[start, as_of]``
+    (gap-aware like the bars, so usually no request): the actions that can apply to these bars.
+    An ``as_of`` after today is refused (a future dividend's factor needs a close that does not
+    exist yet). The live bar is today's, on or after every ex-date applied, so it is never
+    adjusted.
+
+    >>> get_market_data("NVDA", "2024-06-03", "2024-06-14", source="demo", adjustment="split")  # doctest: +SKIP
     """
+    from .corporate_actions import check_adjustment
     from .sources import get_source
+
+    adjust = check_adjustment(adjustment)
 
     wanted = None if feed is None else norm_feed(feed)
     if source is None or isinstance(source, str):
@@ -647,15 +680,24 @@ def get_market_data(
             f"feed {wanted!r} was asked for, but source {_source_name(src)!r} serves feed "
             f"{_feed_name(src)!r}; pass a source of that feed (e.g. AlpacaSource(feed={wanted!r}))"
         )
-    cache = cache if cache is not None else TradingCacheManager()
     clock = now_utc(now)
+    today = market_hours.today_et(clock)
+    as_of_day = today if as_of is None else to_date(as_of, "as_of")
+    if adjust != "raw" and as_of_day > today:
+        raise ValueError(f"as_of {as_of_day} is after today ({today}): adjusted prices as of a future "
+                         "date are not known yet; give as_of <= today, or leave it out")
+    cache = cache if cache is not None else TradingCacheManager()
     tf = parse_timeframe(timeframe)
     sync_bars(cache, src, [symbol], start, end, timeframe=tf.name, now=clock)
+    first = to_date(start, "start")
+    if adjust != "raw" and first <= as_of_day:
+        # Actions with ex-date in (first bar, as_of] are the ones that can adjust these bars.
+        sync_corporate_actions(cache, src, [symbol], first, as_of_day)
     feed = _feed_name(src)  # read back what this source's feed holds, never another feed's bars
-    frame = cache.get(symbol, start, end, source=src.name, timeframe=tf.name, feed=feed)
+    frame = cache.get(symbol, start, end, source=src.name, timeframe=tf.name, feed=feed,
+                      adjustment=adjust, as_of=as_of_day)
     frame = empty_bars(tf) if frame is None else frame
     frame.attrs["live_bar"] = False
-    today = market_hours.today_et(clock)
     if include_live and not tf.is_intraday and tf.unit == "Day" and to_date(start) <= today <= to_date(end) \
             and _daily_bar_in_progress(today, clock):
         sync_bars(cache, src, [symbol], today, today, timeframe="1Min", now=clock)

@@ -4,8 +4,10 @@ Reads top to bottom like the runbook it replaces:
 
 1. Weekend or holiday? Log ``Market closed (Weekend)`` / ``Market closed (Holiday)`` and stop.
 2. Daily bars for the year up to ``day`` (gap-aware: after the first run, one session), then
-   the corporate actions of the symbols over that year (one request; later runs ask only
-   about the last 30 days, where announcements still change): reads adjust raw bars by them.
+   the corporate actions of the symbols over that year and the 90 days after ``day``
+   (``ACTION_LOOKAHEAD``: announced splits and dividends arrive before their ex-date), in one
+   request; later runs ask only about the last 30 days and the days ahead, where announcements
+   still change. Reads adjust raw bars by them.
 3. One option-chain snapshot per symbol (vendors only serve the latest chain); it depends on
    nothing else, so its tasks run on the task runner alongside steps 4-5.
 4. One-minute bars of ``day`` (all of them once it has closed; what exists so far otherwise).

@@ -8,9 +8,11 @@ bars; ``chunk_range``), one task run each, with a progress artifact; each chunk 
 the sessions the cache lacks.
 
 After the bars, one task syncs the corporate actions (splits, dividends, name changes) of the
-symbols over the run's window, gap-aware (``cachelib.sync.sync_corporate_actions``): the cache
-stores raw bars and adjusts them at read time, so the actions must be there to read adjusted
-prices. Its report is ``BarsIngest.actions`` and a line of the summary artifact.
+symbols over the run's window and :data:`~cachelib.sync.ACTION_LOOKAHEAD` (90 days) beyond it,
+gap-aware (``cachelib.sync.sync_corporate_actions``): the cache stores raw bars and adjusts them
+at read time, so the actions must be there to read adjusted prices, and announced future actions
+(a split next month) are fetched before their ex-date. Its report is ``BarsIngest.actions`` and
+a line of the summary artifact.
 
 Chunks run one after another on purpose: they share the vendor's per-key request budget
 (Alpaca: 200/min), so running them in parallel would only trade progress for 429s.
@@ -26,7 +28,7 @@ from prefect import flow, get_run_logger
 
 from cachelib.market_hours import chunk_range, default_bars_window
 from cachelib.sources import describe_source
-from cachelib.sync import CorporateActionSyncReport, SyncReport
+from cachelib.sync import ACTION_LOOKAHEAD, CorporateActionSyncReport, SyncReport
 from flows import _common
 from flows._common import (
     Progress,
@@ -70,7 +72,8 @@ def ingest_stage(
     """Run the fetch tasks for ``[start, end]`` chunk by chunk and publish the artifacts.
 
     With ``corporate_actions``, one more task then syncs the symbols' corporate actions over
-    ``[start, end]`` (once per run, whatever the number of chunks). Shared by
+    ``[start, end + ACTION_LOOKAHEAD]`` (once per run, whatever the number of chunks; the
+    lookahead fetches announced future actions). Shared by
     :func:`ingest_bars` and ``daily_pipeline`` (which calls it in its own run).
     """
     logger = get_run_logger()
@@ -89,8 +92,8 @@ def ingest_stage(
     report = SyncReport.merge(reports, max_rejections=MAX_REJECTIONS_RETURNED)
     actions = None
     if corporate_actions:
-        actions = fetch_and_store_corporate_actions(db_path, list(symbols), start.isoformat(), end.isoformat(),
-                                                    source)
+        actions = fetch_and_store_corporate_actions(db_path, list(symbols), start.isoformat(),
+                                                    (end + ACTION_LOOKAHEAD).isoformat(), source)
     result = BarsIngest("completed", timeframe, db_path, report, chunks=len(chunks), actions=actions)
     _publish(result, report)
     logger.info("%s bars %s..%s: %d request(s), %d rows written, %d rejected", timeframe, start, end,
@@ -165,7 +168,8 @@ def ingest_bars(
     ``start``/``end`` default to the latest finished session (daily) or today's open session
     (intraday); one of them alone means that single day. ``source`` is ``auto`` (Alpaca when
     keys are configured, else the demo source), ``alpaca`` or ``demo``. The symbols' corporate
-    actions over the same window are synced too (``actions`` of the result). Returns the
+    actions over the same window, and 90 days beyond it for announced ones, are synced too
+    (``actions`` of the result). Returns the
     combined sync report (requests, rows written/rejected, per symbol).
     """
     logger = get_run_logger()

@@ -152,8 +152,9 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
 
 
 def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harness, tmp_path):
-    """The demo's NVDA 4:1 split (ex 2024-06-10) and AAPL's 0.24 dividends (ex 2024-05-10 and
-    2024-08-12, the first sessions on or after the 10th) in one request; the re-run asks nothing."""
+    """The demo's NVDA 4:1 split (ex 2024-06-10) and AAPL's 0.24 dividends (ex 2024-05-10,
+    2024-08-12 and, within the 90-day lookahead past 08-31, 2024-11-11: the first sessions on or
+    after the 10th) in one request; the re-run asks nothing."""
     from cachelib.store import TradingCacheManager
     from flows.ingest_bars import ingest_bars
 
@@ -163,22 +164,24 @@ def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harn
     state, summary = run(ingest_bars, **params)
     assert state.is_completed()
     actions = summary.actions
-    assert (actions.source, actions.requests_made, actions.actions_written) == ("demo", 1, 3)
-    assert (actions.fetched_start, actions.fetched_end) == (date(2024, 5, 1), date(2024, 8, 31))
+    assert (actions.source, actions.requests_made, actions.actions_written) == ("demo", 1, 4)
+    # The actions window reaches 90 days past the bars' end (2024-08-31 + 90 days = 2024-11-29).
+    assert (actions.fetched_start, actions.fetched_end) == (date(2024, 5, 1), date(2024, 11, 29))
     with TradingCacheManager(db) as cache:
         nvda = cache.get_corporate_actions("NVDA")
         aapl = cache.get_corporate_actions("AAPL")
     assert nvda[["action_type", "ex_date", "ratio"]].values.tolist() == [["forward_split", date(2024, 6, 10), 4.0]]
     assert aapl[["action_type", "ex_date", "amount"]].values.tolist() == [
-        ["cash_dividend", date(2024, 5, 10), 0.24], ["cash_dividend", date(2024, 8, 12), 0.24]]
+        ["cash_dividend", date(2024, 5, 10), 0.24], ["cash_dividend", date(2024, 8, 12), 0.24],
+        ["cash_dividend", date(2024, 11, 11), 0.24]]
     text = artifacts_of(state, "ingest-bars-1day-summary")["ingest-bars-1day-summary"][0].data
-    assert "- corporate actions: 3 written for 2024-05-01 .. 2024-08-31, 2 of 2 symbol(s) asked, 1 request(s)" in text
+    assert "- corporate actions: 4 written for 2024-05-01 .. 2024-11-29, 2 of 2 symbol(s) asked, 1 request(s)" in text
 
     again, second = run(ingest_bars, **params)
     assert again.is_completed()
     assert (second.actions.requests_made, second.actions.actions_written, second.actions.symbols_fetched) == (0, 0, [])
     text = artifacts_of(again, "ingest-bars-1day-summary")["ingest-bars-1day-summary"][0].data
-    assert "- corporate actions: 2024-05-01 .. 2024-08-31 cached already for 2 symbol(s): no request" in text
+    assert "- corporate actions: 2024-05-01 .. 2024-11-29 cached already for 2 symbol(s): no request" in text
 
 
 def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_path):
@@ -553,14 +556,16 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     assert summary.cache_after.trades["total_trades"] == len(history)
     assert summary.option_chains.report.rows_written == options["total_rows"] > 0
     assert summary.cache_after.cache["total_entries"] == 2 * 250 + 420
-    # Corporate actions of the daily window 2024-11-28 .. 2025-11-28, one request: the demo's AAPL
-    # dividends ex 2025-02-10, 05-12, 08-11 and 11-10 (first sessions on or after the 10th).
+    # Corporate actions of the daily window and 90 days ahead, 2024-11-28 .. 2026-02-26, one
+    # request: the demo's AAPL dividends ex 2025-02-10, 05-12, 08-11, 11-10 and the announced
+    # 2026-02-10 (first sessions on or after the 10th; the demo announces 30 days ahead of its
+    # own clock, the machine's, which is past 2026-01-11).
     actions = summary.corporate_actions
     assert actions is summary.daily_bars.actions
-    assert (actions.requests_made, actions.actions_written) == (1, 4)
+    assert (actions.requests_made, actions.actions_written) == (1, 5)
     with TradingCacheManager(db) as cache:
         assert cache.get_corporate_actions("AAPL")["ex_date"].tolist() == [
-            date(2025, 2, 10), date(2025, 5, 12), date(2025, 8, 11), date(2025, 11, 10)]
+            date(2025, 2, 10), date(2025, 5, 12), date(2025, 8, 11), date(2025, 11, 10), date(2026, 2, 10)]
         assert cache.get_corporate_actions("MSFT").empty
     expected = {"daily-pipeline-summary", "daily-pipeline-stages", "daily-pipeline-cache-stats",
                 "ingest-bars-1day-summary", "ingest-bars-1min-summary", "option-chains-summary",
@@ -568,7 +573,7 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     keys = artifacts_of(state, *expected)
     assert set(keys) == expected
     assert "2025-11-28" in keys["daily-pipeline-summary"][0].data
-    assert ("- corporate actions: 4 written for 2024-11-28 .. 2025-11-28, 2 of 2 symbol(s) asked, 1 request(s)"
+    assert ("- corporate actions: 5 written for 2024-11-28 .. 2026-02-26, 2 of 2 symbol(s) asked, 1 request(s)"
             in keys["daily-pipeline-summary"][0].data)
     assert "corporate actions" in keys["daily-pipeline-stages"][0].data
 

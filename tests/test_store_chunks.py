@@ -137,7 +137,8 @@ def test_expiry_is_per_chunk_and_cleanup_counts_bars(cache):
         # New bars into an expired chunk do not bring its old bars back.
         cache.set("SPY", minute_frame("2024-05-31 13:40", [9.0]), source="alpaca", timeframe="1Min")
         assert cache.get("SPY", "2024-05-31", "2024-05-31", timeframe="1Min")["close"].tolist() == [9.0]
-        cache.set("QQQ", minute_frame("2024-05-31 13:30", [1.0]), source="alpaca", timeframe="1Min", ttl_hours=0)
+        # Every bar of QQQ's chunk rewritten with ttl_hours=0 (a partial write would not shorten it).
+        cache.set("QQQ", minute_frame("2024-05-31 13:30", [1.0] * 2), source="alpaca", timeframe="1Min", ttl_hours=0)
         assert cache.cleanup_expired() == 2  # QQQ's chunk, 2 bars
         assert cache.count_bars(timeframe="1Min") == 1
         assert (cache.hits, cache.misses) == (1, 1)

@@ -7,7 +7,8 @@ Two layouts, chosen by timeframe:
 * **Intraday** bars (every timeframe below 1Day) are *chunks*: one row of ``bar_chunks`` per
   ``(series_id, New York session)`` whose BLOB holds the session's bar times and columns
   (:mod:`cachelib.store.chunks`). A write merges into the session's chunk (new bars win), a
-  read decodes only the chunks in range and slices with numpy. Expiry is per chunk.
+  read decodes only the chunks in range and slices with numpy. Expiry is per chunk, and a
+  write never shortens the expiry of live bars it leaves in place (:mod:`cachelib.store.ttl`).
 
 A *series* is :mod:`cachelib.store.series` (its feed included: a read without ``feed`` takes,
 per source, the one best-ranked feed that has valid bars in the range, never a blend); the
@@ -28,7 +29,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +66,7 @@ from ..corporate_actions import (
 )
 from ..market_hours import previous_session, session_bounds, today_et
 from . import chunks
+from .corporate_actions import warn_if_uncovered
 from .series import (
     SeriesCatalog,
     feed_rank,
@@ -229,11 +231,16 @@ class BarTable:
             for a, b in run:
                 day = int(days[a])
                 times, vals = keys[a:b], values[:, a:b]
+                expires_at = int(expiry[a])
                 prior = old.get(day)
                 if prior is not None and prior[3] > now_s:  # an expired chunk's bars are gone
                     old_times, old_vals = chunks.decode(prior[4], prior[1], prior[2])
                     times, vals = chunks.merge(old_times, old_vals, times, vals)
-                rows.append((sid, day, int(times[0]), int(times[-1]), len(times), int(expiry[a]),
+                    if len(times) > b - a:
+                        # Live bars of the chunk stay: this write never shortens their
+                        # expiry (the rule in cachelib.store.ttl, "Intraday chunks").
+                        expires_at = max(expires_at, int(prior[3]))
+                rows.append((sid, day, int(times[0]), int(times[-1]), len(times), expires_at,
                              chunks.encode(times, vals)))
         conn.executemany(self._db.dialect.replace_into("bar_chunks", _CHUNK_UPSERT_COLUMNS), rows)
 
@@ -363,7 +370,8 @@ class BarTable:
         (the cheap path), by its stored corporate actions with ex-date <= ``as_of`` (default:
         today in New York); see :meth:`TradingCacheManager.get`."""
         as_of = today_et() if as_of is None else as_of
-        actions = _stored_actions(self._db.conn, sym, src, as_of)
+        first = _EPOCH_DAY + timedelta(days=session_day_of_key(int(times[0]), tf.is_intraday))
+        actions = _stored_actions(self._db.conn, sym, src, as_of, first)
         if actions is None:
             return  # no action of this symbol is known: the raw bars are the adjusted ones
         intraday = tf.is_intraday
@@ -654,7 +662,8 @@ def _previous_session(day: date) -> date:
     return previous_session(day)
 
 
-def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: date) -> pd.DataFrame | None:
+def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: date,
+                    first: date) -> pd.DataFrame | None:
     """``sym``'s stored split-like and cash-dividend actions with ex-date <= ``as_of``, as
     the columns :func:`~cachelib.corporate_actions.key_factors` reads, or ``None`` when the
     symbol has no stored action at all.
@@ -665,14 +674,21 @@ def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: 
     does. One indexed query on ``corporate_actions``, no re-validation: every row was checked
     by :func:`~cachelib.corporate_actions.actions_frame` when stored, and a read must stay
     cheap (building the full model frame would cost more than the read itself).
+
+    A read never pretends: when those sources were never asked about ``sym``'s actions over
+    ``[first, as_of]`` (``first`` the first bar's session), a WARNING says which
+    ``sync_corporate_actions`` call to run (:func:`~cachelib.store.corporate_actions.warn_if_uncovered`;
+    one more small indexed query).
     """
     rows = conn.execute(
         "SELECT source, action_type, ex_date, ratio, amount FROM corporate_actions WHERE symbol = ?",
         (sym,),
     ).fetchall()
+    own = src is not None and any(r[0] == src for r in rows)
+    warn_if_uncovered(conn, sym, src if own else None, first, as_of)
     if not rows:
         return None
-    if src is not None and any(r[0] == src for r in rows):
+    if own:
         rows = [r for r in rows if r[0] == src]
     else:
         rows.sort(key=lambda r: source_rank(r[0]))

@@ -1,7 +1,10 @@
 """Corporate actions in the store: the ``corporate_actions`` table and its own coverage.
 
 One row per ``(symbol, action_type, ex_date, source)`` (the model and its rules are
-:mod:`cachelib.corporate_actions`); a re-sync upserts. Actions never expire: what expires is
+:mod:`cachelib.corporate_actions`). Hand-stored actions upsert; a source's answer *replaces*
+what that source said before about the same symbols and days (:meth:`CorporateActionTable.replace`),
+so an ex-date the vendor moved or an action it cancelled leaves no stale row that a read would
+apply twice. Actions never expire: what expires is
 ``action_coverage``, the record of which days a source was asked about, as ranges of New York
 days with the TTL of :func:`cachelib.store.ttl.action_expiry` (recent and future days 24 h,
 days older than 30 days 10 years), so a sync re-asks only about days whose news may change.
@@ -9,10 +12,11 @@ days older than 30 days 10 years), so a sync re-asks only about days whose news 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -24,9 +28,13 @@ from .series import norm_source, source_rank
 from .ttl import action_expiry
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .connection import Database
 
-__all__ = ["ACTION_STORE_COLUMNS", "CorporateActionTable"]
+__all__ = ["ACTION_STORE_COLUMNS", "ActionReplacement", "CorporateActionTable", "warn_if_uncovered"]
+
+log = logging.getLogger("cachelib.store")
 
 #: Columns of :meth:`CorporateActionTable.get`: the model's, plus when the row was fetched.
 ACTION_STORE_COLUMNS: tuple[str, ...] = (*ACTION_COLUMNS, "fetched_at")
@@ -53,11 +61,64 @@ def _optional(value: float) -> float | None:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def _gaps(covered: Iterable[tuple[int, int]], lo: int, hi: int) -> list[tuple[date, date]]:
+    """The day ranges of ``[lo, hi]`` (day numbers) that no ``covered`` range (sorted by first
+    day, inclusive) accounts for, as sorted, disjoint, inclusive date pairs."""
+    gaps: list[tuple[date, date]] = []
+    cursor = lo  # first day not yet known to be covered
+    for a, b in covered:
+        if a > cursor:
+            gaps.append((_from_day_number(cursor), _from_day_number(a - 1)))
+        cursor = max(cursor, b + 1)
+        if cursor > hi:
+            break
+    if cursor <= hi:
+        gaps.append((_from_day_number(cursor), _from_day_number(hi)))
+    return gaps
+
+
+def warn_if_uncovered(conn: sqlite3.Connection, symbol: str, source: str | None, first: date,
+                      as_of: date) -> None:
+    """Log a WARNING when an adjusted read of ``symbol`` whose bars start on ``first`` relies on
+    days ``[first, as_of]`` that no source (``source``'s, when given) was ever asked about for
+    corporate actions: the read cannot know whether a split or dividend is missing, so its
+    prices may be raw ones. Expired coverage counts (the days were asked about; only a re-ask
+    is due). A warning, not an error: hand-stored actions without coverage are legitimate.
+    """
+    if first > as_of:
+        return  # every bar is on or after as_of: no action can apply to it
+    lo, hi = _day_number(first), _day_number(as_of)
+    body, params = where_clause(("source = ?", source))
+    covered = conn.execute(
+        f"SELECT first_day, last_day FROM action_coverage WHERE symbol = ? AND {body} "
+        "AND first_day <= ? AND last_day >= ? ORDER BY first_day",
+        [symbol, *params, hi, lo],
+    ).fetchall()
+    gaps = _gaps(covered, lo, hi)
+    if gaps:
+        a, b = gaps[0][0].isoformat(), gaps[-1][1].isoformat()
+        by = "any source" if source is None else f"source {source!r}"
+        log.warning(
+            "adjusted read of %s: no corporate actions were synced from %s for %s .. %s, so a split "
+            "or dividend there is unknown and these prices may be unadjusted; run "
+            "sync_corporate_actions(cache, source, [%r], %r, %r) first",
+            symbol, by, a, b, symbol, a, b,
+        )
+
+
 def empty_actions() -> pd.DataFrame:
     """The answer of :meth:`CorporateActionTable.get` when nothing matches."""
     frame = actions_frame([])
     frame["fetched_at"] = pd.Series([], dtype="datetime64[s, UTC]")
     return frame
+
+
+class ActionReplacement(NamedTuple):
+    """What :meth:`CorporateActionTable.replace` did: stored rows the new answer no longer
+    holds (``removed``: cancelled, or moved to another date or type) and rows ``written``."""
+
+    removed: int
+    written: int
 
 
 class CorporateActionTable:
@@ -70,6 +131,45 @@ class CorporateActionTable:
 
     def store(self, frame: pd.DataFrame | Iterable[Mapping[str, Any]], source: str | None,
               fetched_at: Any) -> int:
+        """Upsert ``frame``'s actions; returns the rows written."""
+        records = self._records(frame, source, fetched_at)
+        if records:
+            with self._db.atomic() as conn:
+                conn.executemany(self._db.dialect.replace_into("corporate_actions", 8), records)
+        return len(records)
+
+    def replace(self, symbols: str | Iterable[str], start: Any, end: Any,
+                frame: pd.DataFrame | Iterable[Mapping[str, Any]], source: str,
+                fetched_at: Any = None) -> ActionReplacement:
+        """Store ``frame`` as ``source``'s whole answer about ``symbols`` over ``[start, end]``.
+
+        The source's answer is authoritative for what it was asked: in one transaction, delete
+        ``source``'s stored actions filed under ``symbols`` (the old symbol, for a name change)
+        with ex-date (effective date) in ``[start, end]``, then upsert ``frame``. Other
+        sources' rows, other days and other symbols are left alone; rows of ``frame`` outside
+        the question are upserted as :meth:`store` would.
+        """
+        syms = normalize_symbols(symbols)
+        first, last = _range(start, end)
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"replace needs the source whose answer this is, got {source!r}")
+        src = norm_source(source)
+        records = self._records(frame, src, fetched_at)  # validated before anything is deleted
+        # ex_date is stored as ISO text, so BETWEEN on the strings is BETWEEN on the dates.
+        scope = (f"FROM corporate_actions WHERE source = ? AND symbol IN ({','.join('?' * len(syms))}) "
+                 "AND ex_date BETWEEN ? AND ?")
+        params = [src, *syms, first.isoformat(), last.isoformat()]
+        new_keys = {r[:3] for r in records}
+        with self._db.atomic() as conn:
+            old_keys = {tuple(r) for r in conn.execute(f"SELECT symbol, action_type, ex_date {scope}", params)}
+            conn.execute(f"DELETE {scope}", params)
+            if records:
+                conn.executemany(self._db.dialect.replace_into("corporate_actions", 8), records)
+        return ActionReplacement(len(old_keys - new_keys), len(records))
+
+    def _records(self, frame: pd.DataFrame | Iterable[Mapping[str, Any]], source: str | None,
+                 fetched_at: Any) -> list[tuple[Any, ...]]:
+        """``frame``'s actions as ``corporate_actions`` rows, every rule of the model checked."""
         if isinstance(frame, pd.DataFrame):
             extra = [c for c in frame.columns if c not in (*ACTION_COLUMNS, "fetched_at")]
             if extra:
@@ -96,17 +196,12 @@ class CorporateActionTable:
         model = actions_frame(rows)  # every rule of an action, in one place
         fetched = now_utc() if fetched_at is None else to_utc_datetime(fetched_at, "fetched_at")
         fetched_s = int(fetched.timestamp())
-        records = [
+        return [
             (sym, kind, ex.isoformat(), _optional(ratio), _optional(amount), new, norm_source(src), fetched_s)
             for sym, kind, ex, ratio, amount, new, src in zip(
                 model["symbol"], model["action_type"], model["ex_date"], model["ratio"].tolist(),
                 model["amount"].tolist(), model["new_symbol"], model["source"], strict=True)
         ]
-        if not records:
-            return 0
-        with self._db.atomic() as conn:
-            conn.executemany(self._db.dialect.replace_into("corporate_actions", 8), records)
-        return len(records)
 
     def get(self, symbol: str, start: Any, end: Any, source: str | None) -> pd.DataFrame:
         sym = normalize_symbol(symbol)
@@ -188,17 +283,4 @@ class CorporateActionTable:
                 [*syms, src, int(now_utc().timestamp()), hi, lo],
             ):
                 covered[sym].append((a, b))
-        result: dict[str, list[tuple[date, date]]] = {}
-        for sym in syms:
-            gaps: list[tuple[date, date]] = []
-            cursor = lo  # first day not yet known to be covered
-            for a, b in covered[sym]:  # sorted by first_day
-                if a > cursor:
-                    gaps.append((_from_day_number(cursor), _from_day_number(a - 1)))
-                cursor = max(cursor, b + 1)
-                if cursor > hi:
-                    break
-            if cursor <= hi:
-                gaps.append((_from_day_number(cursor), _from_day_number(hi)))
-            result[sym] = gaps
-        return result
+        return {sym: _gaps(covered[sym], lo, hi) for sym in syms}  # sorted by first_day

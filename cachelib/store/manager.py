@@ -21,7 +21,7 @@ from ..bars import normalize_symbol
 from . import ttl
 from .bars import BarTable
 from .connection import Database
-from .corporate_actions import CorporateActionTable
+from .corporate_actions import ActionReplacement, CorporateActionTable
 from .coverage import CoverageTable
 from .options import OptionChainTable
 from .series import SeriesCatalog
@@ -421,12 +421,39 @@ class TradingCacheManager:
 
         One row per (symbol, action_type, ex_date, source). ``source`` fills rows without
         one (a row naming another source is an error); ``fetched_at`` defaults to now.
+        Nothing stored is removed: a source's fresh answer, which may drop or move actions,
+        goes through :meth:`replace_corporate_actions`.
 
         >>> cache.store_corporate_actions([{"symbol": "NVDA", "action_type": "forward_split",
         ...     "ex_date": "2024-06-10", "ratio": 10.0}], source="alpaca")  # doctest: +SKIP
         1
         """
         return self._actions.store(frame, source, fetched_at)
+
+    def replace_corporate_actions(
+        self,
+        symbols: str | Iterable[str],
+        start: Any,
+        end: Any,
+        frame: pd.DataFrame | Iterable[Mapping[str, Any]],
+        source: str,
+        fetched_at: Any = None,
+    ) -> ActionReplacement:
+        """Store ``frame`` as ``source``'s complete answer for ``symbols`` over ``[start, end]``.
+
+        What a sync uses: the vendor's answer is authoritative for what it was asked, so in one
+        transaction ``source``'s stored actions of ``symbols`` (a name change is filed under
+        its old symbol) with ex-date (effective date) in ``[start, end]`` are deleted, then
+        ``frame`` is upserted. An ex-date the vendor moved, or an action it cancelled, thus
+        leaves no stale row for an adjusted read to apply twice. Other sources' rows are
+        untouched. Returns ``(removed, written)``: stored actions the answer no longer holds,
+        and rows written.
+
+        >>> cache.replace_corporate_actions(["XYZ"], "2024-05-01", "2024-06-30", [{"symbol": "XYZ",
+        ...     "action_type": "forward_split", "ex_date": "2024-06-06", "ratio": 2.0}], "alpaca")  # doctest: +SKIP
+        ActionReplacement(removed=1, written=1)
+        """
+        return self._actions.replace(symbols, start, end, frame, source, fetched_at)
 
     def get_corporate_actions(
         self, symbol: str, start: Any = None, end: Any = None, source: str | None = None,

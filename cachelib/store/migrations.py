@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..bars import date_to_key, parse_timeframe, to_date, to_utc_datetime
+from ..clock import now_utc
 from . import chunks
 from .dialect import SQLITE
 from .files import APPLICATION_ID, DatabaseFileError, foreign_error, newer_error
@@ -185,8 +186,12 @@ def _migration_short_trade_pct(conn: sqlite3.Connection) -> None:
 def _migration_4(conn: sqlite3.Connection) -> None:
     """Intraday bars become one chunk per (series, New York session) (:mod:`.chunks`).
 
-    Every intraday row of ``bars`` moves into its session's chunk, values bit for bit; a
-    chunk keeps the latest expiry of its bars, so no bar expires sooner than it would have.
+    Every intraday row of ``bars`` still valid now moves into its session's chunk, values bit
+    for bit, and the chunk expires with the latest of those rows, so no live bar expires
+    sooner than it would have. Expired rows are dropped, not moved: they were invisible
+    already and cleanup would have removed them, and in a chunk they would take a live
+    neighbour's expiry: a bar retracted with ``ttl_hours=0`` would come back. This step was
+    rewritten before any release: nothing shipped with the earlier v4, which moved every row.
     """
     _run_script(conn,
         """
@@ -203,14 +208,16 @@ def _migration_4(conn: sqlite3.Connection) -> None:
         );
         """
     )
+    now_s = int(now_utc().timestamp())
     for sid, timeframe in conn.execute("SELECT series_id, timeframe FROM series").fetchall():
         if not parse_timeframe(timeframe).is_intraday:
             continue
         rows = conn.execute(
             "SELECT ts, open, high, low, close, volume, vwap, trade_count, expires_at FROM bars "
-            "WHERE series_id = ? ORDER BY ts",
-            (sid,),
+            "WHERE series_id = ? AND expires_at > ? ORDER BY ts",
+            (sid, now_s),
         ).fetchall()
+        conn.execute("DELETE FROM bars WHERE series_id = ?", (sid,))  # expired rows included
         if not rows:
             continue
         keys = np.array([r[0] for r in rows], dtype=np.int64)
@@ -224,7 +231,6 @@ def _migration_4(conn: sqlite3.Connection) -> None:
                 (sid, int(days[a]), int(keys[a]), int(keys[b - 1]), b - a, int(expiry[a:b].max()),
                  chunks.encode(keys[a:b], values[:, a:b])),
             )
-        conn.execute("DELETE FROM bars WHERE series_id = ?", (sid,))
 
 
 def _migration_6(conn: sqlite3.Connection) -> None:

@@ -7,6 +7,14 @@ in 24 hours (:data:`RECENT_TTL`). ``ttl_hours`` overrides it for every row of a 
 already expired). Expiry is an integer UTC epoch; "now" is read once per call from
 :func:`cachelib.clock.now_utc`.
 
+Intraday chunks: expiry is per (series, session) chunk, not per bar. A write that replaces
+every bar of a live chunk, or writes into an expired or absent one, gives the chunk the
+write's expiry (so ``ttl_hours=0`` over a whole session expires it). A write that leaves
+earlier live bars in place never shortens their expiry: the chunk keeps the later of its old
+expiry and the write's. So ``ttl_hours=0`` on part of a live session does not expire the
+rest, and the bars written live as long as their session's chunk. A write into an expired
+chunk drops its old bars (they were already invisible).
+
 Corporate-action coverage (:func:`action_expiry`): announcements arrive *before* the ex-date
 and vendors correct recent ones, so what a source said about a day can still change until
 well after it. Days with age ≥ :data:`ACTION_SETTLED_AGE_DAYS` (30) keep 10 years; recent days

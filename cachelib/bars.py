@@ -21,6 +21,7 @@ inputs to a daily timeframe are taken as dates as they are.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -33,7 +34,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from pandas._libs.internals import BlockPlacement
 from pandas.arrays import DatetimeArray, IntegerArray
+from pandas.core.internals import BlockManager
+from pandas.core.internals.blocks import new_block
 
 __all__ = [
     "BAR_COLUMNS",
@@ -113,7 +117,11 @@ def parse_timeframe(timeframe: str | Timeframe) -> Timeframe:
     >>> parse_timeframe("1Day").is_intraday
     False
     """
-    if isinstance(timeframe, Timeframe):
+    if type(timeframe) is str:
+        known = _PARSED_TIMEFRAMES.get(timeframe)
+        if known is not None:  # every read parses its timeframe: remember the few spellings seen
+            return known
+    elif isinstance(timeframe, Timeframe):
         return timeframe
     if not isinstance(timeframe, str):
         raise ValueError(f"timeframe must be a string such as '1Day' or '5Min', got {timeframe!r}")
@@ -129,7 +137,14 @@ def parse_timeframe(timeframe: str | Timeframe) -> Timeframe:
         raise ValueError(
             f"unknown timeframe {timeframe!r}: {unit} accepts {list(_VALID_AMOUNTS[unit])}"
         )
-    return Timeframe(amount, unit)
+    parsed = Timeframe(amount, unit)
+    if type(timeframe) is str and len(_PARSED_TIMEFRAMES) < 1024:
+        _PARSED_TIMEFRAMES[timeframe] = parsed
+    return parsed
+
+
+#: Timeframe spellings already parsed (valid ones only; a Timeframe is immutable).
+_PARSED_TIMEFRAMES: dict[str, Timeframe] = {}
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
@@ -211,6 +226,14 @@ def to_date(value: str | date | datetime | pd.Timestamp, what: str | None = None
     A tz-aware datetime is converted to New York first, so an instant maps to the
     trading date it belongs to. ``what`` names the argument in error messages.
     """
+    # The two common cases first, answered exactly as the general path below would.
+    if type(value) is date:
+        return value
+    if type(value) is str and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass  # the general path says why
     value = _date_like(value, what)
     if isinstance(value, datetime):
         if value.tzinfo is not None:
@@ -282,10 +305,13 @@ def range_end_key(end: object, intraday: bool, what: str = "end") -> int:
     return _instant_key(end, what)
 
 
+@functools.lru_cache(maxsize=8192)
 def _ny_midnight_key(day: date, days_after: int = 0) -> int:
     """Epoch seconds of New York midnight ``days_after`` days after ``day``, for any date
     (no datetime is built past year 9999; far dates are clamped by :func:`key_range`)."""
-    probe = min(max(day, date(1900, 1, 1)), date(2200, 1, 1))
+    # The offset is that of the midnight asked for: on a DST change day, the next midnight has
+    # another offset than this one (2024-03-10 00:00 is EST, 2024-03-11 00:00 is EDT).
+    probe = min(max(day, date(1900, 1, 1)), date(2200, 1, 1)) + timedelta(days=days_after)
     offset = datetime.combine(probe, time(0), NY).utcoffset() or timedelta(0)
     return date_to_key(day) + days_after * _DAY_SECONDS - int(offset.total_seconds())
 
@@ -359,35 +385,26 @@ def empty_bars(timeframe: str | Timeframe) -> pd.DataFrame:
 def frame_from_rows(rows: list[tuple], timeframe: str | Timeframe) -> pd.DataFrame:
     """The canonical frame from ``(key, open, high, low, close, volume, vwap, trade_count)`` rows.
 
-    This is the cache's read hot path (a one-month query must cost well under a millisecond),
-    so it builds the frame from one float64 array with pandas' array-level constructors
-    instead of the generic (and ~3x slower) ``DataFrame(dict)`` path.
+    This is the cache's read hot path (a one-month query must cost well under a millisecond):
+    one float64 array, whose transposed rows are the frame's columns (no copy), framed by
+    :func:`frame_from_block`.
     """
-    arr = np.array(rows, dtype=np.float64).reshape(len(rows), 8)  # NULL (None) -> NaN
-    return frame_from_columns(arr[:, 0].astype(np.int64), [arr[:, i] for i in range(1, 8)], timeframe)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 8).T  # NULL (None) -> NaN
+    return frame_from_block(table[0].astype(np.int64), table[1:], timeframe)
 
 
 def frame_from_columns(keys: np.ndarray, columns: list[np.ndarray], timeframe: str | Timeframe) -> pd.DataFrame:
     """The canonical frame from int64 bar keys and the seven bar columns as float64 arrays
     (NaN = missing; ``trade_count`` becomes a nullable ``Int64`` column)."""
-    tf = parse_timeframe(timeframe)
-    nanos = np.asarray(keys, dtype=np.int64) * 1_000_000_000
-    counts = np.asarray(columns[6], dtype=np.float64)
-    missing = np.isnan(counts)
-    arrays = [np.asarray(c, dtype=np.float64) for c in columns[:6]]
-    arrays.append(IntegerArray(np.where(missing, 0, counts).astype(np.int64), missing))
-    dtype = _UTC_NS if tf.is_intraday else _NAIVE_NS
-    index = pd.DatetimeIndex._simple_new(
-        DatetimeArray._simple_new(nanos.view("M8[ns]"), dtype=dtype),
-        name="timestamp" if tf.is_intraday else "date",
-    )
-    return pd.DataFrame._from_arrays(arrays, columns=_COLUMN_INDEX, index=index, verify_integrity=False)
+    return frame_from_block(keys, np.array(columns, dtype=np.float64).reshape(7, len(keys)), timeframe)
 
 
 def frame_from_block(keys: np.ndarray, values: np.ndarray, timeframe: str | Timeframe) -> pd.DataFrame:
     """The canonical frame from int64 bar keys and a ``7 x N`` float64 array of the bar columns
     (NaN = missing). The six float columns become one pandas block that *is* ``values[:6]``
-    (no copy): a year of minute bars is framed in well under a millisecond."""
+    (no copy), and ``trade_count`` a nullable ``Int64`` block: the frame is assembled from
+    its two blocks directly, as pandas' generic constructors (type inference, consolidation)
+    would cost more than a one-month read itself."""
     tf = parse_timeframe(timeframe)
     counts = values[6]
     missing = np.isnan(counts)
@@ -396,14 +413,22 @@ def frame_from_block(keys: np.ndarray, values: np.ndarray, timeframe: str | Time
         DatetimeArray._simple_new(nanos.view("M8[ns]"), dtype=_UTC_NS if tf.is_intraday else _NAIVE_NS),
         name="timestamp" if tf.is_intraday else "date",
     )
-    frame = pd.DataFrame(values[:6].T, index=index, columns=_COLUMN_INDEX[:6], copy=False)
-    frame["trade_count"] = IntegerArray(np.where(missing, 0, counts).astype(np.int64), missing)
-    return frame
+    blocks = (
+        new_block(values[:6], _FLOATS_PLACEMENT, ndim=2),
+        # _simple_new: the arrays are int64 and bool by construction, nothing to check.
+        new_block(IntegerArray._simple_new(np.where(missing, 0, counts).astype(np.int64), missing),
+                  _COUNT_PLACEMENT, ndim=2),
+    )
+    manager = BlockManager(blocks, [_COLUMN_INDEX, index], verify_integrity=False)
+    return pd.DataFrame._from_mgr(manager, manager.axes)
 
 
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 _NAIVE_NS = np.dtype("M8[ns]")
 _COLUMN_INDEX = pd.Index(BAR_COLUMNS)
+# Where a read frame's two blocks sit among its columns: the six floats, then trade_count.
+_FLOATS_PLACEMENT = BlockPlacement(slice(0, 6))
+_COUNT_PLACEMENT = BlockPlacement(slice(6, 7))
 
 
 # ---------------------------------------------------------------------------

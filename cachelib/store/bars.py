@@ -189,9 +189,14 @@ class BarTable:
         if data is None or not len(data):
             return 0
         bars = normalize_bars(data, tf, groups=codes)
+        # Known series first, outside the transaction: the catalogue remembers only ids looked
+        # up outside one, so a daily upsert of 100 symbols costs no query per symbol.
+        known = [self._series.id(asset, sym, tf.name, src, fd) for sym in symbols]
         with self._db.atomic() as conn:
-            sids = np.array([self._series.id(asset, sym, tf.name, src, fd, create=True) for sym in symbols],
-                            dtype=np.int64)
+            sids = np.array([
+                sid if sid is not None else self._series.id(asset, sym, tf.name, src, fd, create=True)
+                for sym, sid in zip(symbols, known, strict=True)
+            ], dtype=np.int64)
             self._write(conn, sids[bars["group"].to_numpy()], bars, tf, ttl_hours)
         return len(bars)
 

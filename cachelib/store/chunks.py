@@ -46,10 +46,12 @@ def encode(times: np.ndarray, values: np.ndarray) -> bytes:
     return bytes((FORMAT_LZ4,)) + body
 
 
-def _payload(blob: bytes, n: int) -> bytes:
+def _payload(blob: bytes, n: int) -> bytearray:
+    """The uncompressed payload, in a fresh writable buffer (arrays over it may be modified)."""
     if not blob or blob[0] != FORMAT_LZ4:
         raise ValueError(f"unknown bar chunk format {blob[:1]!r}")
-    return lz4.block.decompress(memoryview(blob)[1:], uncompressed_size=n * _BYTES_PER_BAR)
+    return lz4.block.decompress(memoryview(blob)[1:], uncompressed_size=n * _BYTES_PER_BAR,
+                                return_bytearray=True)
 
 
 def decode(blob: bytes, n: int, first_ts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +63,13 @@ def decode(blob: bytes, n: int, first_ts: int) -> tuple[np.ndarray, np.ndarray]:
 def decode_many(chunks: Sequence[tuple[bytes, int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``(blob, n, first_ts)`` chunks (in time order) into one ``times`` array and one
     ``7 x N`` values array."""
+    if len(chunks) == 1:
+        # One session (the common short read): the arrays are views of the payload, no copy.
+        blob, n, first_ts = chunks[0]
+        raw = _payload(blob, n)
+        times = np.frombuffer(raw, np.int32, n, N_COLUMNS * n * 8).cumsum(dtype=np.int64)
+        times += first_ts  # the first delta is 0
+        return times, np.frombuffer(raw, np.float64, N_COLUMNS * n).reshape(N_COLUMNS, n)
     counts = [c[1] for c in chunks]
     total = sum(counts)
     values = np.empty((N_COLUMNS, total), dtype=np.float64)

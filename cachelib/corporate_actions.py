@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,7 @@ __all__ = [
     "ADJUSTMENTS",
     "MissingClosesError",
     "actions_frame",
+    "ActionRows",
     "check_adjustment",
     "needed_closes",
     "price_volume_factors",
@@ -226,6 +228,20 @@ def actions_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFr
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ActionRows:
+    """One symbol's actions as plain ``(action_type, ex_date, ratio, amount)`` rows, the fields
+    of :func:`actions_frame` (``ex_date`` a ``datetime.date``, NaN where a field does not
+    apply), trusted as already checked there. What the store hands the factor functions on
+    every adjusted read: building a frame per read would cost more than the adjustment."""
+
+    rows: list[tuple[str, date, float, float]]
+
+
+#: What the factor functions take: a frame from :func:`actions_frame` or one symbol's rows.
+Actions: TypeAlias = pd.DataFrame | ActionRows
+
+
 class MissingClosesError(ValueError):
     """Dividend factors need raw closes that were not given: ``sessions`` lists them (the
     sessions before the ex-dates, as from :func:`needed_closes`), so the caller can read or
@@ -254,26 +270,32 @@ def _as_of(as_of: object) -> date:
     return to_date(as_of, "as_of")
 
 
-def _applicable(actions: pd.DataFrame, adjustment: str, as_of: date,
+def _applicable(actions: Actions, adjustment: str, as_of: date,
                 ) -> tuple[list[tuple[date, float]], list[tuple[date, float]]]:
     """``(splits, dividends)`` as ``(ex_date, ratio or amount)`` pairs: the split-like and
     cash-dividend rows that ``adjustment`` applies as of ``as_of``. Plain lists: a read calls
     this every time, and a few dozen rows are cheaper in Python than through pandas masks."""
-    if not isinstance(actions, pd.DataFrame):
-        raise ValueError(f"actions must be a DataFrame from actions_frame(), got {type(actions).__name__}")
-    missing = [c for c in ("symbol", "action_type", "ex_date", "ratio", "amount") if c not in actions]
-    if missing:
-        raise ValueError(f"actions lacks column(s) {missing}; build it with actions_frame()")
     wanted = (SPLIT_TYPES if adjustment in ("split", "all") else ()) + (
         ("cash_dividend",) if adjustment in ("dividend", "all") else ())
+    names: list[str] = []  # per row, its symbol (none for ActionRows: one symbol by construction)
+    if isinstance(actions, ActionRows):
+        rows: Iterable[tuple[str, date, float, float]] = actions.rows
+    elif isinstance(actions, pd.DataFrame):
+        missing = [c for c in ("symbol", "action_type", "ex_date", "ratio", "amount") if c not in actions]
+        if missing:
+            raise ValueError(f"actions lacks column(s) {missing}; build it with actions_frame()")
+        names = actions["symbol"].tolist()
+        rows = zip(actions["action_type"].tolist(), actions["ex_date"].tolist(), actions["ratio"].tolist(),
+                   actions["amount"].tolist())
+    else:
+        raise ValueError(f"actions must be a DataFrame from actions_frame(), got {type(actions).__name__}")
     splits: list[tuple[date, float]] = []
     dividends: list[tuple[date, float]] = []
     symbols: set[str] = set()
-    rows = zip(actions["symbol"].tolist(), actions["action_type"].tolist(), actions["ex_date"].tolist(),
-               actions["ratio"].tolist(), actions["amount"].tolist())
-    for symbol, kind, ex_date, ratio, amount in rows:
+    for i, (kind, ex_date, ratio, amount) in enumerate(rows):
         if kind in wanted and ex_date <= as_of:
-            symbols.add(symbol)
+            if names:
+                symbols.add(names[i])
             if kind == "cash_dividend":
                 dividends.append((ex_date, float(amount)))
             else:
@@ -284,7 +306,7 @@ def _applicable(actions: pd.DataFrame, adjustment: str, as_of: date,
     return splits, dividends
 
 
-def needed_closes(actions: pd.DataFrame, as_of: date, adjustment: str = "all",
+def needed_closes(actions: Actions, as_of: date, adjustment: str = "all",
                   since: date | None = None,
                   previous_session: Callable[[date], date] | None = None) -> list[date]:
     """The sessions whose raw close the dividend factors need: the session before each
@@ -305,7 +327,7 @@ def needed_closes(actions: pd.DataFrame, as_of: date, adjustment: str = "all",
     return sorted({before(d) for d in days})
 
 
-def _event_factors(actions: pd.DataFrame, adjustment: str, as_of: date,
+def _event_factors(actions: Actions, adjustment: str, as_of: date,
                    prev_close: Mapping[date, float], first_day: date | None,
                    previous_session: Callable[[date], date] | None,
                    ) -> tuple[list[date], np.ndarray, np.ndarray]:
@@ -375,7 +397,7 @@ def _is_sorted(values: np.ndarray) -> bool:
     return bool((values[1:] >= values[:-1]).all())
 
 
-def price_volume_factors(session_days: np.ndarray, actions: pd.DataFrame, adjustment: str,
+def price_volume_factors(session_days: np.ndarray, actions: Actions, adjustment: str,
                          as_of: date, prev_close: Mapping[date, float],
                          previous_session: Callable[[date], date] | None = None,
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -406,7 +428,7 @@ def price_volume_factors(session_days: np.ndarray, actions: pd.DataFrame, adjust
     return _lookup(np.array(ex_dates, dtype="datetime64[D]"), days, price, volume)
 
 
-def bar_factors(index: pd.Index, actions: pd.DataFrame, adjustment: str, as_of: date,
+def bar_factors(index: pd.Index, actions: Actions, adjustment: str, as_of: date,
                 prev_close: Mapping[date, float],
                 previous_session: Callable[[date], date] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -425,7 +447,7 @@ def bar_factors(index: pd.Index, actions: pd.DataFrame, adjustment: str, as_of: 
                          adjustment, as_of, prev_close, previous_session)
 
 
-def key_factors(keys: np.ndarray, intraday: bool, actions: pd.DataFrame, adjustment: str,
+def key_factors(keys: np.ndarray, intraday: bool, actions: Actions, adjustment: str,
                 as_of: date, prev_close: Mapping[date, float],
                 previous_session: Callable[[date], date] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -439,7 +461,7 @@ def key_factors(keys: np.ndarray, intraday: bool, actions: pd.DataFrame, adjustm
                          adjustment, as_of, prev_close, previous_session)
 
 
-def _time_factors(points: np.ndarray, per_second: int, aware: bool, actions: pd.DataFrame,
+def _time_factors(points: np.ndarray, per_second: int, aware: bool, actions: Actions,
                   adjustment: str, as_of: date, prev_close: Mapping[date, float],
                   previous_session: Callable[[date], date] | None) -> tuple[np.ndarray, np.ndarray]:
     """Factors for bar times counted in ``1 / per_second`` s since the epoch: instants
@@ -448,7 +470,7 @@ def _time_factors(points: np.ndarray, per_second: int, aware: bool, actions: pd.
                                  previous_session))
 
 
-def key_factor_runs(keys: np.ndarray, intraday: bool, actions: pd.DataFrame, adjustment: str,
+def key_factor_runs(keys: np.ndarray, intraday: bool, actions: Actions, adjustment: str,
                     as_of: date, prev_close: Mapping[date, float],
                     previous_session: Callable[[date], date] | None = None,
                     ) -> list[tuple[int, int, float, float]]:
@@ -487,7 +509,7 @@ def adjust_block_runs(values: np.ndarray, runs: Iterable[tuple[int, int, float, 
             values[_VOLUME_ROW, start:stop] *= volume
 
 
-def _time_events(points: np.ndarray, per_second: int, aware: bool, actions: pd.DataFrame,
+def _time_events(points: np.ndarray, per_second: int, aware: bool, actions: Actions,
                  adjustment: str, as_of: date, prev_close: Mapping[date, float],
                  previous_session: Callable[[date], date] | None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -560,7 +582,7 @@ def adjust_block(values: np.ndarray, factors: tuple[np.ndarray, np.ndarray]) -> 
     np.multiply(values[_VOLUME_ROW], volume, out=values[_VOLUME_ROW])
 
 
-def adjusted_bars(frame: pd.DataFrame, actions: pd.DataFrame, adjustment: str, as_of: date,
+def adjusted_bars(frame: pd.DataFrame, actions: Actions, adjustment: str, as_of: date,
                   prev_close: Mapping[date, float],
                   previous_session: Callable[[date], date] | None = None) -> pd.DataFrame:
     """Bars as a user saw them adjusted on ``as_of``: :func:`bar_factors` then

@@ -104,7 +104,7 @@ def format_summary(run: PipelineRun, seconds: float) -> str:
     lines += [
         f"  all trades:    {stats['total_trades']} closed, win rate {stats['win_rate_pct']:.1f} %, "
         f"P&L {_money(stats['total_pnl'])}, avg {_money(stats['avg_pnl'])}, "
-        f"profit factor {profit_factor if profit_factor is not None else 'n/a'}",
+        f"profit factor {'n/a' if profit_factor is None else f'{profit_factor:.2f}'}",
         f"  cache now:     {after['total_entries']:,} bars of {after['unique_symbols']} symbols, "
         f"{run.cache_after.options['total_rows']:,} option rows, "
         f"{after['trade_entries']} trades, {after['db_size_bytes'] / 1_048_576:.1f} MB",

@@ -18,6 +18,7 @@ from alpaca.data.enums import Adjustment
 from cachelib.corporate_actions import (
     ACTION_COLUMNS,
     ACTION_TYPES,
+    ActionRows,
     MissingClosesError,
     actions_frame,
     adjust_bars,
@@ -109,6 +110,26 @@ def test_golden_needed_closes() -> None:
     assert needed_closes(aapl, date(2024, 8, 12), since=date(2021, 1, 4)) == [date(2023, 8, 10), date(2024, 8, 9)]
     assert needed_closes(aapl, date(2024, 8, 12), adjustment="split") == []
     assert needed_closes(aapl, date(2024, 8, 12), adjustment="raw") == []
+
+
+def test_action_rows_adjust_like_the_frame() -> None:
+    # The store's plain rows (no frame per read) give the frame's factors: NVDA's 10:1 split
+    # ex 2024-06-10 and a 0.25 dividend ex 2024-08-12 over a close of 200 on 2024-08-09.
+    nan = math.nan
+    rows = ActionRows([("forward_split", date(2024, 6, 10), 10.0, nan),
+                       ("cash_dividend", date(2024, 8, 12), nan, 0.25)])
+    frame = actions_frame([*NVDA, action("NVDA", "cash_dividend", "2024-08-12", amount=0.25)])
+    keys = np.array([date(2024, 6, 7), date(2024, 8, 9), date(2024, 8, 12)], dtype="datetime64[D]")
+    keys = keys.astype("datetime64[s]").astype("int64")
+    closes = {date(2024, 8, 9): 200.0}
+    for actions in (rows, frame):
+        assert needed_closes(actions, date(2024, 8, 12)) == [date(2024, 8, 9)]
+        price, volume = key_factors(keys, False, actions, "all", date(2024, 8, 12), closes)
+        assert price.tolist() == pytest.approx([0.1 * 0.99875, 0.99875, 1.0])
+        assert volume.tolist() == [10.0, 1.0, 1.0]
+    # Plain dicts are neither: the error says what to pass.
+    with pytest.raises(ValueError, match="actions must be a DataFrame"):
+        key_factors(keys, False, NVDA, "split", date(2024, 8, 12), {})  # type: ignore[arg-type]
 
 
 def test_read_after_old_dividends_needs_no_old_closes() -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +57,14 @@ from ..bars import (
 from ..clock import now_utc
 from ..corporate_actions import (
     SPLIT_TYPES,
+    ActionRows,
     MissingClosesError,
     adjust_block,
     adjust_block_runs,
     check_adjustment,
     key_factor_runs,
     key_factors,
+    needed_closes,
 )
 from ..market_hours import previous_session, session_bounds, today_et
 from . import chunks
@@ -375,25 +377,32 @@ class BarTable:
         (the cheap path), by its stored corporate actions with ex-date <= ``as_of`` (default:
         today in New York); see :meth:`TradingCacheManager.get`."""
         as_of = today_et() if as_of is None else as_of
-        first = _EPOCH_DAY + timedelta(days=session_day_of_key(int(times[0]), tf.is_intraday))
+        intraday = tf.is_intraday
+        first = _EPOCH_DAY + timedelta(days=session_day_of_key(int(times[0]), intraday))
         actions = _stored_actions(self._db.conn, sym, src, as_of, first)
         if actions is None:
             return  # no action of this symbol is known: the raw bars are the adjusted ones
-        intraday = tf.is_intraday
-        # A daily read of one series holds most closes the dividends need: look there first.
-        closes = _Closes(None if intraday or len(pairs) != 1 else times, values[_CLOSE_ROW])
+        # The raw closes the dividends need, all up front: a daily read of one series holds
+        # most of them (one vectorised lookup), one small query fetches the rest.
+        needed = needed_closes(actions, as_of, adjustment, first, _previous_session)
+        closes: dict[date, float] = {}
+        if needed:
+            if not intraday and len(pairs) == 1:
+                closes = _closes_in_block(needed, times, values[_CLOSE_ROW])
+            rest = [d for d in needed if d not in closes]
+            if rest:
+                closes.update(self._raw_closes(asset, sym, rest, pairs, tf, now_s))
+                missing = [d for d in rest if d not in closes]
+                if missing:
+                    raise StoredClosesMissingError(sym, missing, pairs, adjustment)
         # Intraday reads are long runs of bars between few ex-dates: adjust slice by slice. A
         # daily read is short: per-bar factor arrays and one multiply per column are cheaper.
-        factors: Any = key_factor_runs if intraday else key_factors
-        try:
-            found = factors(times, intraday, actions, adjustment, as_of, closes, _previous_session)
-        except MissingClosesError as needed:  # one small query for the rest, then once more
-            closes.fetched = self._raw_closes(asset, sym, needed.sessions, pairs, tf, now_s)
-            missing = [d for d in needed.sessions if d not in closes.fetched]
-            if missing:
-                raise StoredClosesMissingError(sym, missing, pairs, adjustment) from None
-            found = factors(times, intraday, actions, adjustment, as_of, closes, _previous_session)
-        (adjust_block_runs if intraday else adjust_block)(values, found)
+        if intraday:
+            adjust_block_runs(values, key_factor_runs(times, True, actions, adjustment, as_of, closes,
+                                                      _previous_session))
+        else:
+            adjust_block(values, key_factors(times, False, actions, adjustment, as_of, closes,
+                                             _previous_session))
 
     def _raw_closes(self, asset: str, sym: str, sessions: list[date], pairs: list[tuple[str, str]],
                     tf: Timeframe, now_s: int) -> dict[date, float]:
@@ -656,8 +665,6 @@ def _bars_in_range(conn: sqlite3.Connection, sid: int, lo: int, hi: int,
 _EPOCH_DAY = date(1970, 1, 1)
 _CLOSE_ROW = _VALUE_COLUMNS.index("close")
 _ADJUSTING_TYPES = (*SPLIT_TYPES, "cash_dividend")
-#: The action columns :func:`~cachelib.corporate_actions.key_factors` reads.
-_FACTOR_COLUMNS = pd.Index(["symbol", "action_type", "ex_date", "ratio", "amount"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -668,9 +675,9 @@ def _previous_session(day: date) -> date:
 
 
 def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: date,
-                    first: date) -> pd.DataFrame | None:
-    """``sym``'s stored split-like and cash-dividend actions with ex-date <= ``as_of``, as
-    the columns :func:`~cachelib.corporate_actions.key_factors` reads, or ``None`` when the
+                    first: date) -> ActionRows | None:
+    """``sym``'s stored split-like and cash-dividend actions with ex-date <= ``as_of``, as the
+    plain rows :func:`~cachelib.corporate_actions.key_factors` reads, or ``None`` when the
     symbol has no stored action at all.
 
     Which source: the read's ``src`` when it has any action of ``sym`` (any type, any date);
@@ -678,7 +685,7 @@ def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: 
     source (:data:`~cachelib.store.series.SOURCE_PRIORITY`), as ``get_corporate_actions``
     does. One indexed query on ``corporate_actions``, no re-validation: every row was checked
     by :func:`~cachelib.corporate_actions.actions_frame` when stored, and a read must stay
-    cheap (building the full model frame would cost more than the read itself).
+    cheap (building a frame would cost more than the adjustment itself).
 
     A read never pretends: when those sources were never asked about ``sym``'s actions over
     ``[first, as_of]`` (``first`` the first bar's session), a WARNING says which
@@ -702,46 +709,18 @@ def _stored_actions(conn: sqlite3.Connection, sym: str, src: str | None, as_of: 
     for r in rows:
         if r[1] in _ADJUSTING_TYPES and r[2] <= cutoff:
             kept.setdefault((r[1], r[2]), r)
-    chosen = list(kept.values())
-    # pandas' array-level constructor: the generic DataFrame(dict) costs five times more here.
-    return pd.DataFrame._from_arrays(
-        [
-            np.array([sym] * len(chosen), dtype=object),
-            np.array([r[1] for r in chosen], dtype=object),
-            np.array([date.fromisoformat(r[2]) for r in chosen] or [], dtype=object),
-            np.array([np.nan if r[3] is None else r[3] for r in chosen], dtype=np.float64),
-            np.array([np.nan if r[4] is None else r[4] for r in chosen], dtype=np.float64),
-        ],
-        columns=_FACTOR_COLUMNS, index=pd.RangeIndex(len(chosen)), verify_integrity=False,
-    )
+    return ActionRows([(r[1], date.fromisoformat(r[2]), np.nan if r[3] is None else r[3],
+                        np.nan if r[4] is None else r[4]) for r in kept.values()])
 
 
-class _Closes(Mapping[date, float]):
-    """Raw closes by session for the dividend factors: ``fetched`` ones, and those of the
-    bars being read when ``keys`` is given (daily keys, ``closes`` not yet adjusted), looked
-    up only for the few sessions asked. Iterates over ``fetched`` only."""
-
-    def __init__(self, keys: np.ndarray | None, closes: np.ndarray) -> None:
-        self._keys, self._closes = keys, closes
-        self.fetched: dict[date, float] = {}
-
-    def __getitem__(self, day: date) -> float:
-        if day in self.fetched:
-            return self.fetched[day]
-        if self._keys is not None:
-            key = date_to_key(day)
-            i = int(np.searchsorted(self._keys, key))
-            if i < len(self._keys) and self._keys[i] == key:
-                close = float(self._closes[i])
-                if close == close:  # not NaN
-                    return close
-        raise KeyError(day)
-
-    def __iter__(self) -> Iterator[date]:
-        return iter(self.fetched)
-
-    def __len__(self) -> int:
-        return len(self.fetched)
+def _closes_in_block(sessions: list[date], keys: np.ndarray, closes: np.ndarray) -> dict[date, float]:
+    """The raw closes of ``sessions`` among the daily bars being read (sorted ``keys``, their
+    ``closes`` not yet adjusted), by one vectorised search; sessions without a bar, or with a
+    NaN close, are left out."""
+    wanted = np.array([date_to_key(d) for d in sessions], dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = (keys[at] == wanted) & ~np.isnan(closes[at])
+    return {d: c for d, c, h in zip(sessions, closes[at].tolist(), hit.tolist(), strict=True) if h}
 
 
 class StoredClosesMissingError(MissingClosesError):

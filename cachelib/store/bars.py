@@ -69,6 +69,7 @@ from ..corporate_actions import (
 from ..market_hours import previous_session, session_bounds, today_et
 from . import chunks
 from .corporate_actions import warn_if_uncovered
+from .files import fetch_all
 from .series import (
     SeriesCatalog,
     feed_rank,
@@ -297,10 +298,10 @@ class BarTable:
         if len(candidates) <= 1:
             if not candidates:
                 return [], []
-            rows = conn.execute(
-                f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
+            rows = fetch_all(
+                conn, f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
                 (candidates[0][0], lo, hi, now_s),
-            ).fetchall()
+            )
             return rows, [(candidates[0][1], candidates[0][2])]
         # One query for every candidate series, each row tagged with its series' source and
         # feed; then one feed per source, and per bar the best source.

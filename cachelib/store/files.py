@@ -141,6 +141,17 @@ def _file_errors_named(method: Callable[..., Any]) -> Callable[..., Any]:
     return mapped
 
 
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[Any]:
+    """``conn.execute(sql, params).fetchall()`` on a plain cursor, with file-level failures (of
+    the statement or of any row) mapped by :func:`file_error` once around the whole call: the
+    read hot path's cheaper equivalent of :class:`_Cursor`'s per-method wrapping."""
+    try:
+        return sqlite3.Connection.execute(conn, sql, params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        _raise_file_error(conn, exc)
+        raise
+
+
 class _Cursor(sqlite3.Cursor):
     """A cursor whose file-level failures become :class:`DatabaseFileError` (see :func:`file_error`).
 

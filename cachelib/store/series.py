@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..bars import normalize_symbol, parse_timeframe
 from .dialect import maybe, where_clause
+from .files import fetch_all
 
 if TYPE_CHECKING:
     from .connection import Database
@@ -167,7 +168,7 @@ class SeriesCatalog:
             if value is not None:
                 sql += f" AND {column}=?"
                 params.append(value)
-        rows = self._db.conn.execute(sql, params).fetchall()
+        rows = fetch_all(self._db.conn, sql, params)
         return sorted(rows, key=lambda r: (source_rank(r[1]), feed_rank(r[2])))
 
     def matching(

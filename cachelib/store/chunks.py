@@ -9,10 +9,13 @@ is NaN. Deltas compress to almost nothing (a minute series is 60, 60, 60, ...), 
 or epoch seconds would cost ~4 B per bar.
 
 The payload is compressed with lz4's block format (``high_compression`` level 3), behind a
-one-byte format tag. Measured on a year of minute bars (252 x 390, bench/bench_store.py):
-lz4-HC3 21 B/bar and ~4 ms to read a year, against zlib-6 15-21 B/bar but 16-28 ms and zstd-3
-16 B/bar but 9-13 ms; plain lz4 (fast) 24 B/bar; HC level 9 compresses no better than 3 and
-costs 2x the write time. Byte shuffling made these series compress worse.
+one-byte format tag. Measured on a year of minute bars (252 x 390) of demo-like data: lz4-HC3
+21 B/bar and ~4 ms to read a year, against zlib-6 15-21 B/bar but 16-28 ms and zstd-3 16 B/bar
+but 9-13 ms; plain lz4 (fast) 24 B/bar; HC level 9 compresses no better than 3 and costs 2x the
+write time. Byte shuffling made these series compress worse. On bench/bench_store.py's
+random-walk data (4-decimal vwap, lognormal volumes) lz4-HC3 gives 37.5 B/bar. Storing exact
+cent prices and whole counts as scaled integer deltas (checked bit-exact per column, raw float64
+otherwise) measured 27 B/bar there but decoded 1.7x slower: a candidate second format tag.
 
 The columns are decoded straight into one preallocated ``7 x N`` array (one 2-D slice
 assignment per chunk), which :func:`~cachelib.bars.frame_from_block` turns into a frame

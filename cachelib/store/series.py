@@ -96,24 +96,35 @@ def norm_asset_type(asset_type: str) -> str:
     return asset_type.strip().lower()
 
 
+_SERIES_SQL: dict[tuple[str, ...], tuple[str, str]] = {}
+
+
+def _series_row(conn: sqlite3.Connection, key: dict[str, str], create: bool) -> int | None:
+    """The ``series_id`` of the row with exactly ``key`` (column -> value), inserted when
+    ``create``; ``None`` if there is none. The one lookup-or-create of a series row."""
+    names = tuple(key)
+    sql = _SERIES_SQL.get(names)
+    if sql is None:  # built once per column set; the names are ours, never caller input
+        sql = _SERIES_SQL[names] = (
+            "SELECT series_id FROM series WHERE " + " AND ".join(f"{n}=?" for n in names),
+            f"INSERT INTO series ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
+        )
+    values = tuple(key.values())
+    row = conn.execute(sql[0], values).fetchone()
+    if row:
+        return int(row[0])
+    if not create:
+        return None
+    return conn.execute(sql[1], values).lastrowid
+
+
 def series_id(
     conn: sqlite3.Connection, asset_type: str, symbol: str, timeframe: str, source: str, create: bool
 ) -> int | None:
     """The id of a series in the schema before v6 (no feed column). Only migration 1 (the
     seed import, which runs on that schema) uses it; everything else uses :func:`feed_series_id`."""
-    row = conn.execute(
-        "SELECT series_id FROM series WHERE asset_type=? AND symbol=? AND timeframe=? AND source=?",
-        (asset_type, symbol, timeframe, source),
-    ).fetchone()
-    if row:
-        return row[0]
-    if not create:
-        return None
-    cur = conn.execute(
-        "INSERT INTO series (asset_type, symbol, timeframe, source) VALUES (?,?,?,?)",
-        (asset_type, symbol, timeframe, source),
-    )
-    return cur.lastrowid
+    key = {"asset_type": asset_type, "symbol": symbol, "timeframe": timeframe, "source": source}
+    return _series_row(conn, key, create)
 
 
 def feed_series_id(
@@ -121,19 +132,8 @@ def feed_series_id(
     create: bool,
 ) -> int | None:
     """The id of a series (normalised names), created when ``create``; ``None`` if unknown."""
-    key = (asset_type, symbol, timeframe, source, feed)
-    row = conn.execute(
-        "SELECT series_id FROM series WHERE asset_type=? AND symbol=? AND timeframe=? AND source=? AND feed=?",
-        key,
-    ).fetchone()
-    if row:
-        return row[0]
-    if not create:
-        return None
-    cur = conn.execute(
-        "INSERT INTO series (asset_type, symbol, timeframe, source, feed) VALUES (?,?,?,?,?)", key
-    )
-    return cur.lastrowid
+    key = {"asset_type": asset_type, "symbol": symbol, "timeframe": timeframe, "source": source, "feed": feed}
+    return _series_row(conn, key, create)
 
 
 class SeriesCatalog:

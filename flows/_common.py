@@ -10,7 +10,11 @@ Environment knobs read here:
 * ``CACHELIB_TASK_WORKERS`` - threads of the default ``ThreadPoolTaskRunner`` (default 4).
 * ``DASK_SCHEDULER_ADDRESS`` - when set (e.g. ``tcp://10.0.0.5:8786``), flows use
   ``prefect_dask.DaskTaskRunner(address=...)`` instead of the thread pool.
-* ``TRADING_CACHE_DB`` - the default database file (cachelib's own rule).
+* ``TRADING_CACHE_URL`` / ``TRADING_CACHE_DB`` - the default cache when a flow gets no ``db_path``
+  (cachelib's own rule: the URL wins, e.g. ``postgresql://cache@db.internal/cache?sslmode=require``).
+
+A ``db_path`` may be a file path, ``sqlite:///path`` or a ``postgresql://`` URL; whatever is shown
+of it (logs, artifacts, results printed) goes through :func:`display_db`, which hides a password.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import os
 import re
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +36,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from cachelib.clock import now_utc
 from cachelib.store import default_db_path
+from cachelib.store.files import sqlite_path
+from cachelib.store.postgres import is_postgres_url, redact_url
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -42,6 +47,7 @@ __all__ = [
     "now",
     "default_symbols",
     "resolve_db_path",
+    "display_db",
     "choose_task_runner",
     "artifact_key",
     "publish_markdown",
@@ -76,9 +82,26 @@ def default_symbols() -> list[str]:
 
 
 def resolve_db_path(db_path: str | os.PathLike[str] | None) -> str:
-    """An absolute database path: tasks may run in other threads, processes or machines."""
-    path = Path(db_path).expanduser() if db_path else default_db_path()
-    return str(path.resolve())
+    """Where the cache lives, in a form that every thread, process or machine running a task can open.
+
+    * a file path or ``sqlite:///path`` (SQLAlchemy's spelling: ``sqlite:///rel.db``,
+      ``sqlite:////abs/path.db``) -> the absolute file path, as tasks may run in another
+      working directory;
+    * ``postgresql://...`` -> unchanged (host, credentials and ``sslmode=`` are the URL's);
+    * nothing -> ``$TRADING_CACHE_URL``, else ``$TRADING_CACHE_DB``, else ``.cache/trading_cache.db``.
+
+    Any other ``scheme://`` is refused with a ``ValueError`` naming it (cachelib's rule), rather
+    than becoming a file called ``mysql:/host/db``.
+    """
+    location = db_path if db_path else default_db_path()
+    if is_postgres_url(location):
+        return str(location)
+    return str(sqlite_path(location).expanduser().resolve())
+
+
+def display_db(db: str) -> str:
+    """``db`` as it may be shown (logs, artifacts, printed results): a URL's password is ``***``."""
+    return redact_url(db)
 
 
 def choose_task_runner(max_workers: int | None = None) -> Any:

@@ -42,6 +42,7 @@ from flows._common import (
     DEFAULT_SYMBOLS,
     choose_task_runner,
     default_symbols,
+    display_db,
     markdown_code,
     markdown_table,
     publish_markdown,
@@ -114,7 +115,7 @@ def daily_pipeline(
     symbols = [s.upper() for s in (symbols or default_symbols())]
     db = resolve_db_path(db_path)
     logger.info("daily pipeline for %s: %d symbol(s); market data source: %s; database %s",
-                day, len(symbols), describe_source(source), db)
+                day, len(symbols), describe_source(source), display_db(db))
 
     before = cache_stats(db, STRATEGY)
     daily = ingest_stage(symbols, "1Day", day - DAILY_LOOKBACK, day, source, db, clock, corporate_actions=True)
@@ -172,7 +173,7 @@ def pipeline_summary_markdown(run: PipelineRun, stages: list[dict[str, Any]], st
     lines = [
         f"## Daily pipeline {run.day}\n",
         f"- source: **{run.source}**, symbols: {', '.join(run.symbols)}",
-        f"- database: {markdown_code(run.db_path)}",
+        f"- database: {markdown_code(display_db(run.db_path))}",
         f"- corporate actions: {actions_text(run.corporate_actions) if run.corporate_actions else 'none'}",
         f"- option chains: {chains}",
         f"- replay: {replay_text}",

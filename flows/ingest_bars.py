@@ -34,6 +34,7 @@ from flows._common import (
     Progress,
     artifact_key,
     choose_task_runner,
+    display_db,
     markdown_code,
     markdown_table,
     publish_markdown,
@@ -131,7 +132,7 @@ def bars_summary_markdown(r: SyncReport, chunks: int, db_path: str,
         f"- rows fetched {r.rows_fetched}, written **{r.rows_written}**, "
         f"rejected **{r.rows_rejected}**\n"
         f"{actions_line}"
-        f"- database: {markdown_code(db_path)}\n\n"
+        f"- database: {markdown_code(display_db(db_path))}\n\n"
         f"### Per symbol\n\n{markdown_table(_per_symbol_rows(r))}\n\n"
         f"### Rows rejected, by reason\n\n{markdown_table(_rejected_rows(r))}\n"
     )
@@ -186,5 +187,5 @@ def ingest_bars(
         start, end = window.start, window.end
     first, last = start or end, end or start
     assert first is not None and last is not None  # one of them is set, or the window set both
-    logger.info("market data source: %s; database %s", describe_source(source), db)
+    logger.info("market data source: %s; database %s", describe_source(source), display_db(db))
     return ingest_stage(symbols, timeframe, first, last, source, db, clock, corporate_actions=True)

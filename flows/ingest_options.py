@@ -23,6 +23,7 @@ from cachelib.sync import OptionSyncReport
 from flows import _common
 from flows._common import (
     choose_task_runner,
+    display_db,
     markdown_code,
     markdown_table,
     publish_markdown,
@@ -125,7 +126,7 @@ def options_summary_markdown(result: ChainsIngest, table: list[dict[str, Any]]) 
         f"## Option chains\n\n- source: **{report.source}**, {len(report.underlyings)} underlying(s)\n"
         f"- {options_capture_text(result)}\n"
         f"- requests made: {report.requests_made}\n"
-        f"- database: {markdown_code(result.db_path)}\n\n{markdown_table(table)}\n"
+        f"- database: {markdown_code(display_db(result.db_path))}\n\n{markdown_table(table)}\n"
     )
 
 
@@ -144,5 +145,5 @@ def ingest_option_chains(underlyings: list[str], source: str = "auto", db_path: 
         logger.info("%s; option-chain snapshot skipped", reason)
         publish_markdown(SUMMARY_KEY, options_skipped_markdown(reason), "ingest_option_chains summary")
         return ChainsIngest("skipped", db, skip_reason=reason)
-    logger.info("market data source: %s; database %s", describe_source(source), db)
+    logger.info("market data source: %s; database %s", describe_source(source), display_db(db))
     return options_stage(underlyings, source, db)

@@ -48,7 +48,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="session to run (YYYY-MM-DD); default: the latest finished session")
     parser.add_argument("--symbols", default=None,
                         help="comma-separated symbols; default: $CACHELIB_SYMBOLS or SPY,QQQ,AAPL,MSFT,NVDA")
-    parser.add_argument("--db-path", default=None, help="database file; default: $TRADING_CACHE_DB or "
+    parser.add_argument("--db-path", default=None, help="database file, sqlite:///path or postgresql:// URL; "
+                                                        "default: $TRADING_CACHE_URL, $TRADING_CACHE_DB or "
                                                         ".cache/trading_cache.db")
     return parser.parse_args(argv)
 
@@ -72,6 +73,7 @@ def _chains_note(chains: ChainsIngest, day: date) -> str:
 def format_summary(run: PipelineRun, seconds: float) -> str:
     """The few lines a person reads after ``make run``."""
     from cachelib.market_hours import sessions_in_range
+    from flows._common import display_db
 
     daily = run.daily_bars.report if run.daily_bars else None
     minute = run.minute_bars.report if run.minute_bars else None
@@ -108,7 +110,7 @@ def format_summary(run: PipelineRun, seconds: float) -> str:
         f"  cache now:     {after['total_entries']:,} bars of {after['unique_symbols']} symbols, "
         f"{run.cache_after.options['total_rows']:,} option rows, "
         f"{after['trade_entries']} trades, {after['db_size_bytes'] / 1_048_576:.1f} MB",
-        f"  database:      {run.db_path}",
+        f"  database:      {display_db(run.db_path)}",
     ]
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from cachelib.maintenance import MaintenanceResult, StatRow
 from flows._common import (
     choose_task_runner,
+    display_db,
     markdown_code,
     markdown_table,
     publish_markdown,
@@ -25,7 +26,7 @@ __all__ = ["cache_maintenance", "maintenance_summary_markdown"]
 def maintenance_summary_markdown(db: str, removed: int, vacuum: bool, reclaimed: int, rows: list[StatRow]) -> str:
     """The ``cache-maintenance-summary`` artifact."""
     return (
-        f"## Cache maintenance\n\n- database: {markdown_code(db)}\n- expired rows removed: **{removed}**\n"
+        f"## Cache maintenance\n\n- database: {markdown_code(display_db(db))}\n- expired rows removed: **{removed}**\n"
         f"- vacuum: {'yes' if vacuum else 'no'}, bytes reclaimed: **{reclaimed}**\n\n{markdown_table(rows)}\n"
     )
 
@@ -45,5 +46,5 @@ def cache_maintenance(vacuum: bool = False, db_path: str | None = None) -> Maint
                      maintenance_summary_markdown(db, removed, vacuum, reclaimed, result.rows),
                      "cache_maintenance summary")
     publish_table("cache-maintenance-stats", result.rows, "cache statistics before and after maintenance")
-    get_run_logger().info("maintenance of %s: %d row(s) removed, %d byte(s) reclaimed", db, removed, reclaimed)
+    get_run_logger().info("maintenance of %s: %d row(s) removed, %d byte(s) reclaimed", display_db(db), removed, reclaimed)
     return result

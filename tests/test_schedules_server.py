@@ -10,105 +10,28 @@ failure), registers the deployments the way ``deployments/serve.py`` does
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from prefect_server import running_server, wait_for_scheduled_runs
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 NY = ZoneInfo("America/New_York")
-SERVER_START_TIMEOUT = 90.0
 SCHEDULER_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[dict]:
-    """``{"url": api_url, "env": env}`` of a fresh server with a 1 s scheduler loop."""
-    import httpx
-
+    """``{"url": api_url, "env": env}`` of a fresh server (SQLite) with a 1 s scheduler loop."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    env.update(
-        PREFECT_HOME=str(home / "home"),
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'server.db'}",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
-    )
-    log = open(home / "server.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited with {proc.returncode}:\n{(home / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not up after {SERVER_START_TIMEOUT:.0f} s")
-            time.sleep(0.25)
-        client_env = dict(env, PREFECT_API_URL=url)
-        yield {"url": url, "env": client_env, "log": home / "server.log"}
-    finally:
-        _stop(proc)
-        log.close()
-
-
-def _scheduled_runs(client) -> dict[str, list]:
-    """``{deployment name: [scheduled flow runs]}``."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
-    names = {d.id: d.name for d in client.read_deployments()}
-    runs = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-        limit=200,
-    )
-    out: dict[str, list] = {}
-    for run in runs:
-        out.setdefault(names.get(run.deployment_id, "?"), []).append(run)
-    return out
+    with running_server(home, f"sqlite+aiosqlite:///{home / 'server.db'}") as server:
+        yield server
 
 
 def test_scheduler_creates_runs_for_every_scheduled_deployment(server):
@@ -124,11 +47,7 @@ def test_scheduler_creates_runs_for_every_scheduled_deployment(server):
         for deployment in build_runner_deployments():
             deployment.apply()
         with get_client(sync_client=True) as client:
-            deadline = time.monotonic() + SCHEDULER_TIMEOUT
-            runs = _scheduled_runs(client)
-            while set(runs) < scheduled and time.monotonic() < deadline:
-                time.sleep(0.5)
-                runs = _scheduled_runs(client)
+            runs = wait_for_scheduled_runs(client, scheduled, SCHEDULER_TIMEOUT)
             deployment = client.read_deployment_by_name("daily_pipeline/daily-pipeline")
 
     missing = scheduled - set(runs)

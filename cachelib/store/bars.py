@@ -220,6 +220,9 @@ class BarTable:
             )
             conn.executemany(self._db.dialect.replace_into("bars", _BARS_UPSERT_COLUMNS), bar_rows)
             return
+        # Merging reads the stored chunk first: concurrent PostgreSQL writers of one series take
+        # turns (a no-op on SQLite, where a write transaction already excludes the others).
+        self._db.lock(conn, [("series", sid) for sid in np.unique(sids).tolist()])
         values = bars[_VALUE_COLUMNS].to_numpy(dtype=np.float64).T
         # One chunk per (series, session): the rows where either changes start a new one.
         cut = np.flatnonzero((np.diff(sids) != 0) | (np.diff(days) != 0)) + 1
@@ -533,6 +536,7 @@ class BarTable:
         """Remove one series' intraday bars in ``[lo, hi]``: chunks inside the range go whole,
         a chunk the range cuts is re-encoded with the bars outside it (same expiry)."""
         removed = 0
+        self._db.lock(conn, [("series", sid)])  # the same turn-taking as a chunk merge
         day_lo, day_hi = _session_bounds(lo, hi)
         for session, first_ts, last_ts, n, expires_at, data in conn.execute(
             _CHUNKS_IN_RANGE, (sid, day_lo, day_hi, lo, hi)
@@ -570,9 +574,9 @@ class BarTable:
         # Bars, not chunks: a chunk row counts its n_bars.
         total, expired = conn.execute(
             "SELECT (SELECT COUNT(*) FROM bars) + (SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks), "
-            "(SELECT COUNT(*) FROM bars WHERE expires_at <= ?1) "
-            "+ (SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks WHERE expires_at <= ?1)",
-            (now_s,),
+            "(SELECT COUNT(*) FROM bars WHERE expires_at <= ?) "
+            "+ (SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks WHERE expires_at <= ?)",
+            (now_s, now_s),
         ).fetchone()
         # Per series: bars, first and last key (a series lives in one of the two tables).
         series = conn.execute(

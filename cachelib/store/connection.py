@@ -17,14 +17,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import files
 from .dialect import SQLITE
-from .files import CacheNotFoundError, DatabaseFileError, database_files
+from .files import CacheNotFoundError, DatabaseFileError, database_files, default_db_path
 from .migrations import SCHEMA_VERSION, migrate
+from .postgres import PostgresDatabase, is_postgres_url
+
+T = TypeVar("T")
 
 log = logging.getLogger("cachelib.store")
 
@@ -33,6 +36,29 @@ _MAX_TIMEOUT_S = (2**31 - 1) // 1000
 #: How long ``vacuum`` may hold the write lock waiting for readers before it checkpoints
 #: what it can instead (a concurrent writer waits at most about this long for it).
 _CHECKPOINT_WAIT_S = 0.2
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as float seconds, or a ``ValueError`` naming the allowed range."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 <= timeout <= _MAX_TIMEOUT_S
+    ):
+        raise ValueError(
+            f"timeout must be a number of seconds from 0 to {_MAX_TIMEOUT_S}, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def open_database(location: Any, timeout: float, create: bool, read_only: bool) -> Database | PostgresDatabase:
+    """The engine for ``location``: a ``postgresql://`` URL opens PostgreSQL; a path, a
+    ``sqlite:///`` URL or ``None`` (:func:`~cachelib.store.files.default_db_path`) opens SQLite."""
+    if location is None:
+        location = default_db_path()
+    if is_postgres_url(location):
+        return PostgresDatabase(location, timeout, create, read_only)
+    return Database(location, timeout, create, read_only)
 
 
 class Database:
@@ -46,16 +72,8 @@ class Database:
 
     def __init__(self, db_path: Any, timeout: float, create: bool, read_only: bool) -> None:
         """See :class:`~cachelib.store.TradingCacheManager` for the meaning of the arguments."""
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not 0 <= timeout <= _MAX_TIMEOUT_S
-        ):
-            raise ValueError(
-                f"timeout must be a number of seconds from 0 to {_MAX_TIMEOUT_S}, got {timeout!r}"
-            )
-        self.timeout = float(timeout)
-        path = files.as_path(db_path)
+        self.timeout = check_timeout(timeout)
+        path = files.sqlite_path(db_path)
         try:
             self.db_path = path.resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
@@ -186,6 +204,14 @@ class Database:
             self._local.conn = None
 
     # -- transactions ---------------------------------------------------------------------
+
+    def lock(self, conn: sqlite3.Connection, keys: Iterable[object]) -> None:
+        """Nothing to do: a SQLite write transaction already holds the file's one write lock
+        (PostgreSQL takes advisory locks on ``keys`` here)."""
+
+    def retrying(self, action: Callable[[], T]) -> T:
+        """Run one public call (SQLite's lock waits happen inside, see :meth:`while_locked`)."""
+        return action()
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:

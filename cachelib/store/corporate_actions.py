@@ -161,6 +161,7 @@ class CorporateActionTable:
         params = [src, *syms, first.isoformat(), last.isoformat()]
         new_keys = {r[:3] for r in records}
         with self._db.atomic() as conn:
+            self._db.lock(conn, [("actions", src, s) for s in syms])
             old_keys = {tuple(r) for r in conn.execute(f"SELECT symbol, action_type, ex_date {scope}", params)}
             conn.execute(f"DELETE {scope}", params)
             if records:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sqlite3
 import stat
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,40 @@ class CacheNotFoundError(DatabaseFileError):
     """``create=False`` and there is no cache at ``db_path`` (nothing was created)."""
 
 
-def default_db_path() -> Path:
-    """``$TRADING_CACHE_DB``, else ``.cache/trading_cache.db`` in the working directory."""
+def default_db_path() -> Path | str:
+    """Where the cache is unless told otherwise: ``$TRADING_CACHE_URL`` (a ``postgresql://`` or
+    ``sqlite:///`` URL) if set, else the file ``$TRADING_CACHE_DB``, else
+    ``.cache/trading_cache.db`` in the working directory."""
+    url = os.environ.get("TRADING_CACHE_URL", "").strip()
+    if url:
+        return url
     return Path(os.environ.get("TRADING_CACHE_DB") or Path(".cache") / "trading_cache.db")
+
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def sqlite_path(db_path: Any) -> Path:
+    """The SQLite file of ``db_path``: a path, or a ``sqlite:///relative/file.db`` /
+    ``sqlite:////absolute/file.db`` URL (SQLAlchemy's spelling). Any other URL scheme is an
+    error naming the two the cache speaks."""
+    if isinstance(db_path, str):
+        m = _URL_SCHEME.match(db_path)
+        if m:
+            scheme = m.group(1).lower()
+            if scheme != "sqlite":
+                raise ValueError(
+                    f"unsupported database URL scheme {scheme!r} in {db_path.split('@')[-1]!r}; use a "
+                    "file path, sqlite:///path/to/file.db or postgresql://user@host/dbname"
+                )
+            rest = db_path[m.end():]
+            if not rest.startswith("/") or rest == "/":
+                raise ValueError(
+                    f"{db_path!r} names no file; write sqlite:///relative/file.db or "
+                    "sqlite:////absolute/file.db"
+                )
+            return as_path(urllib.parse.unquote(rest[1:]))
+    return as_path(db_path)
 
 
 def as_path(db_path: Any) -> Path:
@@ -56,7 +89,7 @@ def as_path(db_path: Any) -> Path:
     refused here rather than as a ``TypeError`` deep inside ``pathlib`` or ``sqlite3``.
     """
     if db_path is None:
-        return default_db_path()
+        return sqlite_path(default_db_path())
     try:
         raw = os.fspath(db_path)
     except TypeError:
@@ -145,6 +178,8 @@ def fetch_all(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[Any]
     """``conn.execute(sql, params).fetchall()`` on a plain cursor, with file-level failures (of
     the statement or of any row) mapped by :func:`file_error` once around the whole call: the
     read hot path's cheaper equivalent of :class:`_Cursor`'s per-method wrapping."""
+    if not isinstance(conn, sqlite3.Connection):  # PostgreSQL maps its own errors
+        return conn.execute(sql, params).fetchall()
     try:
         return sqlite3.Connection.execute(conn, sql, params).fetchall()
     except sqlite3.DatabaseError as exc:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from ..bars import normalize_symbol
 from . import ttl
 from .bars import BarTable
-from .connection import Database
+from .connection import open_database
 from .corporate_actions import ActionReplacement, CorporateActionTable
 from .coverage import CoverageTable
 from .options import OptionChainTable
@@ -28,6 +28,8 @@ from .series import SeriesCatalog
 from .trades import TradeTable
 
 __all__ = ["TradingCacheManager"]
+
+T = TypeVar("T")
 
 
 class TradingCacheManager:
@@ -47,7 +49,9 @@ class TradingCacheManager:
         create: bool = True,
         read_only: bool = False,
     ) -> None:
-        """Open the cache at ``db_path`` (default :func:`default_db_path`).
+        """Open the cache at ``db_path`` (default :func:`default_db_path`): a SQLite file path
+        or ``sqlite:///`` URL, or a ``postgresql://user[:password]@host[:port]/dbname`` URL (the
+        same API on PostgreSQL; see :mod:`cachelib.store.postgres`).
 
         ``create=False`` (read-only commands): a missing file raises :class:`CacheNotFoundError`
         and nothing is created, so a mistyped path is an error instead of a new empty cache.
@@ -57,9 +61,10 @@ class TradingCacheManager:
         database, a damaged file, a directory, a device) raises :class:`DatabaseFileError`
         naming the path, and is left byte-identical.
         """
-        self._db = Database(db_path, timeout, create, read_only)
-        #: The resolved path of the database file, and the seconds a call waits for a lock.
-        self.db_path: Path = self._db.db_path
+        self._db = open_database(db_path, timeout, create, read_only)
+        #: The resolved path of the database file (PostgreSQL: the URL without its password),
+        #: and the seconds a call waits for a lock.
+        self.db_path: Path | str = self._db.db_path
         self.timeout: float = self._db.timeout
         series = SeriesCatalog(self._db)
         self._bars = BarTable(self._db, series)
@@ -140,7 +145,7 @@ class TradingCacheManager:
         >>> cache.set("AAPL", df, source="alpaca", timeframe="1Min")  # doctest: +SKIP
         390
         """
-        return self._bars.set(symbol, data, source, asset_type, ttl_hours, timeframe, feed)
+        return self._db.retrying(lambda: self._bars.set(symbol, data, source, asset_type, ttl_hours, timeframe, feed))
 
     def set_many(
         self,
@@ -162,7 +167,7 @@ class TradingCacheManager:
         >>> cache.set_many({"SPY": spy_df, "AAPL": aapl_df}, source="alpaca")  # doctest: +SKIP
         504
         """
-        return self._bars.set_many(frames, source, asset_type, ttl_hours, timeframe, feed)
+        return self._db.retrying(lambda: self._bars.set_many(frames, source, asset_type, ttl_hours, timeframe, feed))
 
     def get(
         self,
@@ -252,7 +257,7 @@ class TradingCacheManager:
         >>> cache.delete("SPY", "2025-01-01", "2025-01-31", source="alpaca")  # doctest: +SKIP
         21
         """
-        return self._bars.delete(symbol, start, end, source, asset_type, timeframe, feed)
+        return self._db.retrying(lambda: self._bars.delete(symbol, start, end, source, asset_type, timeframe, feed))
 
     def get_symbols(self, asset_type: str = "stock") -> list[str]:
         """Symbols with at least one cached bar, sorted."""
@@ -278,8 +283,9 @@ class TradingCacheManager:
         Coverage expires by the same age rule as bars, so a recent session is asked again
         after 24 hours while an old one is settled for 10 years.
         """
-        return self._coverage.record(symbol, sessions, source, timeframe, asset_type, rows_per_session, ttl_hours,
-                                     feed)
+        sessions = _replayable(sessions)
+        return self._db.retrying(lambda: self._coverage.record(symbol, sessions, source, timeframe, asset_type, rows_per_session, ttl_hours,
+                                     feed))
 
     def missing_sessions(
         self,
@@ -328,7 +334,7 @@ class TradingCacheManager:
         """Remove expired rows from every table that expires (bars, coverage, option
         snapshots and their history, corporate-action coverage; never the actions
         themselves, which a re-sync upserts); returns the number of rows removed."""
-        return ttl.cleanup_expired(self._db)
+        return self._db.retrying(lambda: ttl.cleanup_expired(self._db))
 
     def vacuum(self) -> int:
         """Rebuild the file without its free pages; returns the bytes by which the database
@@ -368,9 +374,9 @@ class TradingCacheManager:
         Snapshots are history nobody can re-download (Alpaca has no historical chain), so
         they keep for 10 years unless ``ttl_hours`` says otherwise.
         """
-        return self._options.store(
+        return self._db.retrying(lambda: self._options.store(
             symbol, trading_date, options_df, underlying_price, source, snapshot_time, ttl_hours
-        )
+        ))
 
     def get_raw_options(
         self,
@@ -402,7 +408,7 @@ class TradingCacheManager:
     ) -> int:
         """Delete option snapshots; every filter is optional. ``before`` deletes trading dates
         strictly earlier than it. Returns rows removed."""
-        return self._options.delete(symbol, trading_date, source, before)
+        return self._db.retrying(lambda: self._options.delete(symbol, trading_date, source, before))
 
     def get_options_stats(self) -> dict[str, Any]:
         """Rows, underlyings, snapshot days, contracts and date range of stored chains."""
@@ -428,7 +434,7 @@ class TradingCacheManager:
         ...     "ex_date": "2024-06-10", "ratio": 10.0}], source="alpaca")  # doctest: +SKIP
         1
         """
-        return self._actions.store(frame, source, fetched_at)
+        return self._db.retrying(lambda: self._actions.store(frame, source, fetched_at))
 
     def replace_corporate_actions(
         self,
@@ -453,7 +459,8 @@ class TradingCacheManager:
         ...     "action_type": "forward_split", "ex_date": "2024-06-06", "ratio": 2.0}], "alpaca")  # doctest: +SKIP
         ActionReplacement(removed=1, written=1)
         """
-        return self._actions.replace(symbols, start, end, frame, source, fetched_at)
+        symbols = _replayable(symbols)
+        return self._db.retrying(lambda: self._actions.replace(symbols, start, end, frame, source, fetched_at))
 
     def get_corporate_actions(
         self, symbol: str, start: Any = None, end: Any = None, source: str | None = None,
@@ -474,7 +481,8 @@ class TradingCacheManager:
         Days older than 30 days stay covered for 10 years, recent and future days for 24 h
         (announcements arrive before the ex-date): see :func:`~cachelib.store.ttl.action_expiry`.
         """
-        return self._actions.record_coverage(symbols, start, end, source)
+        symbols = _replayable(symbols)
+        return self._db.retrying(lambda: self._actions.record_coverage(symbols, start, end, source))
 
     def missing_action_ranges(
         self, symbols: str | Iterable[str], start: Any, end: Any, source: str,
@@ -499,7 +507,7 @@ class TradingCacheManager:
         derived from the merged trade whenever this call does not give them, so correcting an
         entry price later also corrects the P&L. Date-only times mean New York midnight.
         """
-        self._trades.archive([trade])
+        self._db.retrying(lambda: self._trades.archive([trade]))
         return True
 
     def archive_trades(self, trades: Iterable[Mapping[str, Any] | Any]) -> int:
@@ -513,7 +521,8 @@ class TradingCacheManager:
         >>> cache.archive_trades(trades)  # doctest: +SKIP
         1730
         """
-        return self._trades.archive(trades)
+        trades = _replayable(trades)
+        return self._db.retrying(lambda: self._trades.archive(trades))
 
     def get_trade_history(
         self, symbol: str | None = None, start: Any = None, end: Any = None, strategy: str | None = None,
@@ -527,8 +536,14 @@ class TradingCacheManager:
         self, symbol: str | None = None, start: Any = None, end: Any = None, strategy: str | None = None
     ) -> int:
         """Delete trades whose entry falls in ``[start, end]`` (New York dates); returns rows."""
-        return self._trades.delete(symbol, start, end, strategy)
+        return self._db.retrying(lambda: self._trades.delete(symbol, start, end, strategy))
 
     def get_trade_stats(self, symbol: str | None = None, strategy: str | None = None) -> dict[str, Any]:
         """Closed-trade statistics: counts, win rate, P&L, profit factor, holding time."""
         return self._trades.stats(symbol, strategy)
+
+
+def _replayable(values: T) -> T:
+    """``values`` as a list when it is a one-shot iterator (a generator), so that a call
+    retried after a PostgreSQL deadlock sees the same input again."""
+    return list(values) if isinstance(values, Iterator) else values  # type: ignore[return-value]

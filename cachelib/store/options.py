@@ -133,6 +133,8 @@ class OptionChainTable:
         if not records:
             return 0
         with self._db.atomic() as conn:
+            # Concurrent PostgreSQL writers of one snapshot day take turns (a no-op on SQLite).
+            self._db.lock(conn, [("options", sym, day.isoformat(), src)])
             stored = dict(conn.execute(
                 "SELECT contract_symbol, snapshot_time FROM raw_options_chain "
                 "WHERE symbol = ? AND trading_date = ? AND source = ?",

@@ -107,7 +107,10 @@ def _series_row(conn: sqlite3.Connection, key: dict[str, str], create: bool) -> 
     if sql is None:  # built once per column set; the names are ours, never caller input
         sql = _SERIES_SQL[names] = (
             "SELECT series_id FROM series WHERE " + " AND ".join(f"{n}=?" for n in names),
-            f"INSERT INTO series ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
+            # DO NOTHING: a concurrent PostgreSQL writer may insert the same series first; the
+            # look-up below then finds its row once it commits.
+            f"INSERT INTO series ({', '.join(names)}) VALUES ({','.join('?' * len(names))}) "
+            "ON CONFLICT DO NOTHING RETURNING series_id",
         )
     values = tuple(key.values())
     row = conn.execute(sql[0], values).fetchone()
@@ -115,7 +118,8 @@ def _series_row(conn: sqlite3.Connection, key: dict[str, str], create: bool) -> 
         return int(row[0])
     if not create:
         return None
-    return conn.execute(sql[1], values).lastrowid
+    row = conn.execute(sql[1], values).fetchone() or conn.execute(sql[0], values).fetchone()
+    return int(row[0])
 
 
 def series_id(

@@ -64,7 +64,9 @@ class TradeTable:
             return 0
         updated_at = int(now_utc().timestamp())
         with self._db.atomic() as conn:
-            stored = self._stored(conn, list(dict.fromkeys(r["trade_id"] for r in records)))
+            ids = list(dict.fromkeys(r["trade_id"] for r in records))
+            self._db.lock(conn, [("trade", tid) for tid in ids])  # read-modify-write of these rows
+            stored = self._stored(conn, ids)
             rows: dict[str, dict[str, Any]] = {}  # trade_id -> its row after this batch
             for record in records:
                 tid = record["trade_id"]

@@ -36,7 +36,7 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture
-def cache(cache_url):
+def cache(cache_url):  # noqa: F811 - the fixture, imported below
     """A fresh cache, once per engine: a real SQLite file, and a fresh schema on the session's
     real PostgreSQL server (see ``pg_fixtures``)."""
     from cachelib.store import TradingCacheManager

@@ -84,7 +84,7 @@ from .ttl import DAY, session_day_of_key, session_days_of_keys, ttl_expiry
 if TYPE_CHECKING:
     import sqlite3
 
-    from .connection import Database
+    from .connection import Engine
 
 _BARS_UPSERT_COLUMNS = 10
 _CHUNK_UPSERT_COLUMNS = 7
@@ -148,14 +148,48 @@ def _symbol_frames(frames: Any) -> tuple[pd.DataFrame | None, list[str], np.ndar
     if not parts:
         return None, [], np.empty(0, dtype=np.int64)
     codes = np.repeat(np.array(part_codes, dtype=np.int64), [len(p) for p in parts])
-    return (parts[0] if len(parts) == 1 else pd.concat(parts)), symbols, codes
+    if len(parts) == 1:
+        return parts[0], symbols, codes
+    stacked = _stack_numeric(parts)
+    return (pd.concat(parts) if stacked is None else stacked), symbols, codes
+
+
+def _stack_numeric(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """``pd.concat(parts)`` for the common case, in one numpy concatenation: every frame has the
+    same columns, real-number values only, and a DatetimeIndex of one dtype. ``pd.concat`` of
+    100 one-row frames costs ~5 ms (it aligns 100 column indexes and block layouts); this ~1 ms.
+    ``None`` (use ``pd.concat``) for anything else, so odd input meets the same validation."""
+    first = parts[0]
+    columns = tuple(first.columns)
+    index_dtype = first.index.dtype
+    if not isinstance(first.index, pd.DatetimeIndex) or len(set(columns)) != len(columns):
+        return None
+    blocks, times = [], []
+    for frame in parts:
+        if (not frame.columns.equals(first.columns) or not isinstance(frame.index, pd.DatetimeIndex)
+                or frame.index.dtype != index_dtype):
+            return None
+        block = frame.to_numpy()
+        if block.dtype.kind not in "if":  # bool, complex, object, strings: the careful path
+            return None
+        blocks.append(block)
+        times.append(frame.index.asi8)
+    values = np.concatenate(blocks)
+    # Integer columns became float64 only if some frame mixed them with floats: exact below 2**53.
+    if values.dtype.kind == "f" and not np.all(np.abs(values[np.isfinite(values)]) < 2.0**53):
+        return None
+    index = pd.DatetimeIndex(np.concatenate(times).view(first.index.to_numpy().dtype if first.index.tz is None
+                                                         else f"M8[{first.index.unit}]"))
+    if first.index.tz is not None:
+        index = index.tz_localize("UTC").tz_convert(first.index.tz)
+    return pd.DataFrame(values, columns=list(columns), index=index.rename(first.index.name))
 
 
 class BarTable:
     """Bars of every series; the manager's bar methods delegate here (arguments already
     defaulted by the manager, normalised here)."""
 
-    def __init__(self, db: Database, series: SeriesCatalog) -> None:
+    def __init__(self, db: Engine, series: SeriesCatalog) -> None:
         self._db = db
         self._series = series
         self._stats_lock = threading.Lock()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from . import files
 from .dialect import SQLITE
@@ -51,13 +51,40 @@ def check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
-def open_database(location: Any, timeout: float, create: bool, read_only: bool) -> Database | PostgresDatabase:
+class Engine(Protocol):
+    """What the rooms use of an open cache; :class:`Database` (SQLite) and
+    :class:`~cachelib.store.postgres.PostgresDatabase` provide it. ``conn`` is typed as SQLite's
+    connection: PostgreSQL's :class:`~cachelib.store.postgres.PGConnection` speaks the same
+    subset (``execute``/``executemany`` with ``?`` parameters, ``fetchone``/``fetchall``,
+    ``rowcount``, ``in_transaction``)."""
+
+    dialect: Any
+    db_path: Any  # Path (SQLite) or the redacted URL (PostgreSQL)
+    timeout: float
+    read_only_reason: str | None
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+    @property
+    def read_only(self) -> bool: ...
+    @property
+    def schema_version(self) -> int: ...
+    def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def lock(self, conn: sqlite3.Connection, keys: Iterable[object]) -> None: ...
+    def retrying(self, action: Callable[[], T]) -> T: ...
+    def read_only_error(self) -> DatabaseFileError: ...
+    def vacuum(self) -> int: ...
+    def file_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_database(location: Any, timeout: float, create: bool, read_only: bool) -> Engine:
     """The engine for ``location``: a ``postgresql://`` URL opens PostgreSQL; a path, a
     ``sqlite:///`` URL or ``None`` (:func:`~cachelib.store.files.default_db_path`) opens SQLite."""
     if location is None:
         location = default_db_path()
     if is_postgres_url(location):
-        return PostgresDatabase(location, timeout, create, read_only)
+        return cast(Engine, PostgresDatabase(location, timeout, create, read_only))
     return Database(location, timeout, create, read_only)
 
 

@@ -30,7 +30,7 @@ from .ttl import action_expiry
 if TYPE_CHECKING:
     import sqlite3
 
-    from .connection import Database
+    from .connection import Engine
 
 __all__ = ["ACTION_STORE_COLUMNS", "ActionReplacement", "CorporateActionTable", "warn_if_uncovered"]
 
@@ -124,7 +124,7 @@ class ActionReplacement(NamedTuple):
 class CorporateActionTable:
     """The ``corporate_actions`` and ``action_coverage`` tables; the manager delegates here."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     # -- actions ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .series import SeriesCatalog, norm_asset_type, norm_source, read_feed, writ
 from .ttl import DAY, ttl_expiry
 
 if TYPE_CHECKING:
-    from .connection import Database
+    from .connection import Engine
 
 _EPOCH = date(1970, 1, 1)
 _COVERAGE_COLUMNS = 5
@@ -30,7 +30,7 @@ _COVERAGE_COLUMNS = 5
 class CoverageTable:
     """The ``coverage`` table; the manager's coverage methods delegate here."""
 
-    def __init__(self, db: Database, series: SeriesCatalog) -> None:
+    def __init__(self, db: Engine, series: SeriesCatalog) -> None:
         self._db = db
         self._series = series
 

@@ -218,14 +218,14 @@ class _Connection(sqlite3.Connection):
 # -- checks before anything is written ------------------------------------------------------
 
 
-def foreign_error(path: Path, why: str) -> DatabaseFileError:
+def foreign_error(path: Path | str, why: str) -> DatabaseFileError:
     return DatabaseFileError(
         f"{path} belongs to another application ({why}) and was left untouched; choose "
         "another --db-path or TRADING_CACHE_DB"
     )
 
 
-def newer_error(path: Path, version: int, supported: int) -> DatabaseFileError:
+def newer_error(path: Path | str, version: int, supported: int) -> DatabaseFileError:
     return DatabaseFileError(
         f"{path} has schema version {version}, newer than this cachelib "
         f"understands ({supported}); upgrade cachelib"

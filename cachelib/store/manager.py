@@ -20,7 +20,7 @@ import pandas as pd
 from ..bars import normalize_symbol
 from . import ttl
 from .bars import BarTable
-from .connection import open_database
+from .connection import Engine, open_database
 from .corporate_actions import ActionReplacement, CorporateActionTable
 from .coverage import CoverageTable
 from .options import OptionChainTable
@@ -61,7 +61,7 @@ class TradingCacheManager:
         database, a damaged file, a directory, a device) raises :class:`DatabaseFileError`
         naming the path, and is left byte-identical.
         """
-        self._db = open_database(db_path, timeout, create, read_only)
+        self._db: Engine = open_database(db_path, timeout, create, read_only)
         #: The resolved path of the database file (PostgreSQL: the URL without its password),
         #: and the seconds a call waits for a lock.
         self.db_path: Path | str = self._db.db_path

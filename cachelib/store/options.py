@@ -35,7 +35,7 @@ from .series import norm_source, source_rank
 from .ttl import HISTORICAL_TTL, ttl_expiry
 
 if TYPE_CHECKING:
-    from .connection import Database
+    from .connection import Engine
 
 #: Columns of ``raw_options_chain`` and ``raw_options_history``, in table order (what
 #: :func:`option_record` returns).
@@ -97,7 +97,7 @@ def _given(value: Any) -> bool:
 class OptionChainTable:
     """The ``raw_options_chain`` table; the manager's option methods delegate here."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     def store(self, symbol: str, trading_date: Any, options_df: pd.DataFrame, underlying_price: float | None,

@@ -238,7 +238,10 @@ def redact_url(url: str) -> str:
         for pair in parts.query.split("&") if pair
         for k, _, v in [pair.partition("=")]
     )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    out = urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    if not netloc and url[len(parts.scheme):].startswith(":///"):
+        out = f"{parts.scheme}://{out[len(parts.scheme) + 1:]}"  # urlunsplit drops an empty host's "//"
+    return out
 
 
 # -- the dialect --------------------------------------------------------------------------------
@@ -326,7 +329,7 @@ class PGConnection:
         self.db_path = label
         self.read_only_reason = read_only_reason
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:  # a psycopg cursor
         cur = self.raw.cursor()
         try:
             if parameters:
@@ -387,6 +390,21 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _scrub(text: str, url: str, label: str) -> str:
+    """``text`` (a libpq message) with ``url`` shown as ``label`` and every password of
+    ``url`` as ``***``: libpq quotes a URL it cannot parse, password included."""
+    text = text.replace(url, label)
+    userinfo = re.match(r"[^:/]*://([^@/?#]*)@", url)
+    secrets = re.findall(r"(?:^|[?&])(?:ssl)?password=([^&#]*)", url, flags=re.IGNORECASE)
+    if userinfo and ":" in userinfo.group(1):
+        secrets.append(userinfo.group(1).split(":", 1)[1])
+    for secret in secrets:
+        for form in {secret, urllib.parse.unquote(secret)}:
+            if form:
+                text = text.replace(form, "***")
+    return text
+
+
 _POOLS: dict[tuple[int, str], Any] = {}
 _POOLS_LOCK = threading.Lock()
 #: Connections per process and URL (a manager holds one per thread while it is open).
@@ -401,8 +419,19 @@ def _pool(url: str, label: str, timeout: float) -> Any:
         with _POOLS_LOCK:
             pool = _POOLS.get(key)
             if pool is None:
+                import psycopg
                 from psycopg_pool import ConnectionPool
 
+                # One direct connection first: a wrong URL or a missing server fails at once with
+                # libpq's reason, where the pool would retry (and log) until its timeout.
+                try:
+                    psycopg.connect(url, connect_timeout=max(1, round(timeout) or 1)).close()
+                except psycopg.Error as exc:
+                    raise DatabaseFileError(
+                        f"cannot connect to the PostgreSQL cache at {label}: "
+                        f"{_scrub(_first_line(exc), url, label)}; "
+                        "check the URL (TRADING_CACHE_URL / --db-url) and that the server is up"
+                    ) from None
                 pool = ConnectionPool(
                     url, min_size=1, max_size=max(POOL_MAX_SIZE, 1), open=False,
                     kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout) or 1)},
@@ -429,7 +458,9 @@ def _connect_reason(exc: BaseException) -> str:
     return _first_line(cause) if cause is not exc else _first_line(exc)
 
 
-def _put_back(pool: Any, raw: Any) -> None:
+def _put_back(pool: Any, raw: Any, pid: int) -> None:
+    if os.getpid() != pid:  # a forked child's copy (e.g. its exit handlers): the parent's socket
+        return
     try:
         pool.putconn(raw)
     except Exception:  # the pool was closed meanwhile: just close the connection
@@ -442,11 +473,16 @@ class _Held:
 
     def __init__(self, pool: Any, raw: Any) -> None:
         self.raw = raw
-        self._finalizer = weakref.finalize(self, _put_back, pool, raw)
+        self.pid = os.getpid()
+        self._finalizer = weakref.finalize(self, _put_back, pool, raw, self.pid)
         self.depth = 0
 
     def release(self) -> None:
         self._finalizer()
+
+    def forget(self) -> None:
+        """Drop the connection without returning or closing it (a forked child's copy)."""
+        self._finalizer.detach()
 
 
 class PostgresDatabase:
@@ -514,13 +550,13 @@ class PostgresDatabase:
             return "empty"
         if "cachelib_meta" not in tables:
             raise foreign_error(self.db_path, f"its schema holds tables that are not a cache's: "
-                                f"{', '.join(sorted(tables)[:5])}")  # type: ignore[arg-type]
+                                f"{', '.join(sorted(tables)[:5])}")
         meta = dict(conn.execute("SELECT key, value FROM cachelib_meta").fetchall())
         if meta.get("application_id") != APPLICATION_ID:
-            raise foreign_error(self.db_path, "its cachelib_meta is not ours")  # type: ignore[arg-type]
+            raise foreign_error(self.db_path, "its cachelib_meta is not ours")
         version = int(meta.get("schema_version", 0))
         if version > PG_SCHEMA_VERSION:
-            raise newer_error(self.db_path, version, PG_SCHEMA_VERSION)  # type: ignore[arg-type]
+            raise newer_error(self.db_path, version, PG_SCHEMA_VERSION)
         if version < PG_SCHEMA_VERSION:
             raise DatabaseFileError(
                 f"{self.db_path} is at schema v{version}; this cachelib has no PostgreSQL "
@@ -542,6 +578,10 @@ class PostgresDatabase:
     def conn(self) -> PGConnection:
         """This thread's connection (borrowed from the pool until :meth:`close`)."""
         held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid != os.getpid():
+            # Inherited through fork: the parent's socket, never to be used or closed here.
+            held.forget()
+            held = None
         if held is None or held.raw.closed:
             if held is not None:
                 held.release()
@@ -562,7 +602,10 @@ class PostgresDatabase:
     def close(self) -> None:
         """Return this thread's connection to the pool."""
         held: _Held | None = getattr(self._local, "held", None)
-        if held is not None:
+        if held is not None and held.pid != os.getpid():
+            held.forget()
+            self._local.held = None
+        if held is not None and self._local.held is not None:
             if held.raw.info.transaction_status != 0 and not held.raw.closed:  # not IDLE
                 with contextlib.suppress(Exception):
                     held.raw.rollback()

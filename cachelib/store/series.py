@@ -23,7 +23,7 @@ from .dialect import maybe, where_clause
 from .files import fetch_all
 
 if TYPE_CHECKING:
-    from .connection import Database
+    from .connection import Engine
 
 #: Sources in the order ``get(source=None)`` prefers them when several hold the same bar.
 SOURCE_PRIORITY: tuple[str, ...] = ("alpaca", "polygon", "alpha_vantage", "legacy", "demo")
@@ -143,7 +143,7 @@ def feed_series_id(
 class SeriesCatalog:
     """Looks series up (remembering committed ids) for the bars and coverage rooms."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
         self._ids: dict[tuple[str, str, str, str, str], int] = {}
 

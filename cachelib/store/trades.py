@@ -27,13 +27,13 @@ from .dialect import maybe, where_clause
 if TYPE_CHECKING:
     import sqlite3
 
-    from .connection import Database
+    from .connection import Engine
 
 
 class TradeTable:
     """The ``trade_history`` table; the manager's trade methods delegate here."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     def archive(self, trades: Iterable[Mapping[str, Any] | Any]) -> int:

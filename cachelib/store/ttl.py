@@ -37,7 +37,7 @@ from ..bars import NY
 from ..clock import now_utc
 
 if TYPE_CHECKING:
-    from .connection import Database
+    from .connection import Engine
 
 __all__ = ["ACTION_SETTLED_AGE_DAYS", "HISTORICAL_TTL", "MAX_TTL_HOURS", "RECENT_AGE_DAYS", "RECENT_TTL",
            "action_expiry", "check_ttl_hours", "ttl_expiry"]
@@ -128,7 +128,7 @@ def session_day_of_key(key: int, intraday: bool) -> int:
     return (when.date() - _EPOCH).days
 
 
-def cleanup_expired(db: Database) -> int:
+def cleanup_expired(db: Engine) -> int:
     """Remove expired rows from every table that expires, in one transaction; returns rows."""
     now_s = int(now_utc().timestamp())
     with db.atomic() as conn:

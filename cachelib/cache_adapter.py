@@ -43,7 +43,8 @@ from .bars import (
     to_date,
     to_utc_datetime,
 )
-from .store import TradingCacheManager, default_db_path
+from .store import TradingCacheManager, default_db_path, is_postgres_url
+from .store.files import sqlite_path
 from .store.series import write_feed
 
 __all__ = [
@@ -66,7 +67,7 @@ ANY_SOURCE = "any"
 
 _default_lock = threading.Lock()
 _default_cache: TradingCacheManager | None = None
-_default_path: Path | None = None
+_default_path: Path | str | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -74,14 +75,25 @@ _default_path: Path | None = None
 # ---------------------------------------------------------------------------
 
 
-def default_cache() -> TradingCacheManager:
-    """The module's shared manager on ``$TRADING_CACHE_DB`` (else ``.cache/trading_cache.db``).
+def _default_location() -> Path | str:
+    """Where the default cache is now: the ``$TRADING_CACHE_URL`` of a PostgreSQL cache as
+    given, or the SQLite file (``$TRADING_CACHE_URL`` as ``sqlite:///``, else
+    ``$TRADING_CACHE_DB``) as an absolute path, so a later ``chdir`` cannot move it."""
+    location = default_db_path()
+    if is_postgres_url(location):
+        return location
+    return sqlite_path(location).resolve()
 
-    Created on first use and re-created when the variable (hence the path) changes, so a
-    test or a script that points ``TRADING_CACHE_DB`` elsewhere is obeyed at once.
+
+def default_cache() -> TradingCacheManager:
+    """The module's shared manager on ``$TRADING_CACHE_URL`` (a ``postgresql://`` or
+    ``sqlite:///`` URL), else ``$TRADING_CACHE_DB``, else ``.cache/trading_cache.db``.
+
+    Created on first use and re-created when the variables (hence the location) change, so a
+    test or a script that points them elsewhere is obeyed at once.
     """
     global _default_cache, _default_path
-    path = default_db_path().resolve()
+    path = _default_location()
     with _default_lock:
         if _default_cache is None or _default_path != path:
             if _default_cache is not None:

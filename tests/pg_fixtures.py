@@ -33,6 +33,8 @@ def schema_url(base_uri: str, schema: str) -> str:
 def pg_server() -> Iterator[str]:
     """The URI of the session's PostgreSQL server (``postgresql://postgres:@/postgres?host=DIR``)."""
     import pgserver
+    import psycopg  # noqa: F401  its C extension must load before a test freezes the clock
+    import psycopg_pool  # noqa: F401  (freezegun swaps datetime: see NOTES, "a segfault")
 
     # A short folder: the socket path (folder + "/.s.PGSQL.5432") must fit in 107 bytes.
     folder = tempfile.mkdtemp(prefix="cachelib-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
@@ -73,7 +75,8 @@ def table_snapshot(manager) -> dict[str, list[tuple]]:
     """Every row of every cache table, sorted: compare two snapshots to prove that a rejected
     call changed nothing, on either engine."""
     conn = manager.conn
-    return {t: sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {t}").fetchall()) for t in CACHE_TABLES}
+    return {t: sorted((tuple(r) for r in conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr)
+            for t in CACHE_TABLES}
 
 
 def engine_of(location) -> str:

@@ -234,11 +234,11 @@ def test_partial_coverage_names_the_uncovered_days_and_full_coverage_is_silent(c
         assert warnings_of(caplog) == []
 
 
-def test_get_market_data_split_adjusted_syncs_the_actions_first(tmp_path, caplog):
+def test_get_market_data_split_adjusted_syncs_the_actions_first(cache_url, caplog):
     """The demo's NVDA 4:1 split, ex 2024-06-10: the raw closes of 06-06 and 06-07 (647.79 and
     652.90, golden values of the deterministic demo) divided by 4; volume multiplied by 4."""
     caplog.set_level(logging.WARNING, logger="cachelib.store")
-    with freeze_time("2024-06-20 16:00:00"), TradingCacheManager(tmp_path / "cache.db") as cache:
+    with freeze_time("2024-06-20 16:00:00"), TradingCacheManager(cache_url) as cache:
         src = DemoSource()
         raw = get_market_data("NVDA", "2024-06-06", "2024-06-11", source=src, cache=cache)
         assert raw["close"].tolist() == [647.79, 652.90, 159.15, 156.08]
@@ -270,8 +270,8 @@ def test_get_market_data_split_adjusted_syncs_the_actions_first(tmp_path, caplog
         ({"adjustment": "split", "as_of": "yesterday"}, "as_of"),
     ],
 )
-def test_get_market_data_refuses_bad_adjustment_arguments(tmp_path, kwargs, message):
-    with freeze_time("2024-06-20 16:00:00"), TradingCacheManager(tmp_path / "cache.db") as cache:
+def test_get_market_data_refuses_bad_adjustment_arguments(cache_url, kwargs, message):
+    with freeze_time("2024-06-20 16:00:00"), TradingCacheManager(cache_url) as cache:
         src = DemoSource()
         with pytest.raises(ValueError, match=message):
             get_market_data("NVDA", "2024-06-06", "2024-06-11", source=src, cache=cache, **kwargs)
@@ -287,7 +287,7 @@ def test_action_lookahead_is_ninety_days():
     assert ACTION_LOOKAHEAD.days == 90
 
 
-def test_ingest_bars_asks_for_actions_announced_after_its_window(prefect_harness, tmp_path, monkeypatch):
+def test_ingest_bars_asks_for_actions_announced_after_its_window(prefect_harness, cache_url, monkeypatch):
     """Bars 2024-02-01 .. 02-14; the actions request ends 90 days later, 2024-05-14 (15 days of
     February, 31 of March, 30 of April, 14 of May), so a split announced for April is stored."""
     from flows.ingest_bars import ingest_bars
@@ -298,13 +298,12 @@ def test_ingest_bars_asks_for_actions_announced_after_its_window(prefect_harness
         monkeypatch.setenv("CACHELIB_ALPACA_BACKOFF_BASE", "0.001")
         stub.add_split("AAPL", "2024-04-15", 2, 1)
         stub.add_split("AAPL", "2024-05-15", 3, 1)  # one day past the lookahead
-        db = tmp_path / "cache.db"
-        state = ingest_bars(symbols=["AAPL"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=str(db),
+        state = ingest_bars(symbols=["AAPL"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=cache_url,
                             return_state=True)
         assert state.is_completed()
         summary = state.result()
         (request,) = [r for r in stub.requests if r.path == ACTIONS]
         assert (request.params["start"], request.params["end"]) == ("2024-02-01", "2024-05-14")
     assert (summary.actions.fetched_start, summary.actions.fetched_end) == (date(2024, 2, 1), date(2024, 5, 14))
-    with TradingCacheManager(db) as cache:
+    with TradingCacheManager(cache_url) as cache:
         assert stored(cache, "AAPL") == [("forward_split", date(2024, 4, 15), 2.0, None, "alpaca")]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
+from pg_fixtures import engine_of, schema_url
 from test_trade_record import ENTRY, EXIT, closed
 
 from cachelib.store import TradingCacheManager
@@ -27,10 +30,23 @@ def rows_by_id(cache: TradingCacheManager) -> dict[str, dict[str, object]]:
     return {row["trade_id"]: row for row in history.to_dict("records")}
 
 
+@pytest.fixture
+def second_cache_url(cache_url, tmp_path, request) -> Iterator[str]:
+    """A second, separate cache on the same engine as ``cache_url``."""
+    if engine_of(cache_url) == "sqlite":
+        yield str(tmp_path / "second.db")
+        return
+    from cachelib.store.postgres import close_pools
+
+    url = schema_url(request.getfixturevalue("pg_server"), f"second_{uuid.uuid4().hex}")
+    yield url
+    close_pools(url)
+
+
 # -- the same results as archive_trade, one by one -------------------------------------------------
 
 
-def test_a_batch_stores_exactly_what_archiving_one_by_one_stores(tmp_path):
+def test_a_batch_stores_exactly_what_archiving_one_by_one_stores(cache_url, second_cache_url):
     stored_first = [long_entry("S1", symbol="SPY", entry_price=100.0, quantity=-10)]  # S1 at entry
     sequence = [
         long_entry("L1"),
@@ -41,8 +57,8 @@ def test_a_batch_stores_exactly_what_archiving_one_by_one_stores(tmp_path):
          "exit_price": 25.0, "realized_pnl": 49.0, "broker_account": "paper"},
         {"trade_id": "L1", "entry_price": 40.0},  # a corrected entry re-derives the P&L
     ]
-    one_by_one = TradingCacheManager(tmp_path / "one.db")
-    batched = TradingCacheManager(tmp_path / "batch.db")
+    one_by_one = TradingCacheManager(cache_url)
+    batched = TradingCacheManager(second_cache_url)
     for cache in (one_by_one, batched):
         cache.archive_trades(stored_first)
     for trade in sequence:
@@ -158,9 +174,9 @@ def test_a_model_built_without_validation_still_meets_the_rules(cache):
 # -- what a batch is ---------------------------------------------------------------------------------
 
 
-def test_no_trades_archive_nothing_and_open_no_transaction(tmp_path):
-    TradingCacheManager(tmp_path / "c.db").close()
-    reader = TradingCacheManager(tmp_path / "c.db", read_only=True)
+def test_no_trades_archive_nothing_and_open_no_transaction(cache_url):
+    TradingCacheManager(cache_url).close()
+    reader = TradingCacheManager(cache_url, read_only=True)
     assert reader.archive_trades([]) == 0  # a write transaction would fail on a read-only store
     assert reader.archive_trades(iter(())) == 0
     with pytest.raises(DatabaseFileError):

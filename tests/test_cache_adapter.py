@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from freezegun import freeze_time
+from pg_fixtures import engine_of
 
 from cachelib import cache_adapter
 from cachelib.cache_adapter import (
@@ -66,7 +67,7 @@ def _private_default_db(tmp_path, monkeypatch):
     cache_adapter.close_default_cache()
 
 
-def total_bars(db: Path) -> int:
+def total_bars(db: str) -> int:
     with TradingCacheManager(db) as cache:
         return cache.get_stats()["total_entries"]
 
@@ -80,8 +81,8 @@ def test_package_exposes_the_adapter():
     assert cachelib.cache_adapter is cache_adapter
 
 
-def test_set_keeps_only_the_range_and_get_round_trips(tmp_path):
-    db = tmp_path / "a.db"
+def test_set_keeps_only_the_range_and_get_round_trips(cache_url):
+    db = cache_url
     assert set_market_data("spy", "2024-01-03", "2024-01-05", "alpaca", DAILY, db_path=db) == 3
     df = get_market_data("SPY", "2024-01-01", "2024-01-31", source="alpaca", db_path=db)
     assert list(df.index) == [pd.Timestamp(d) for d in ("2024-01-03", "2024-01-04", "2024-01-05")]
@@ -90,10 +91,10 @@ def test_set_keeps_only_the_range_and_get_round_trips(tmp_path):
     assert total_bars(db) == 3
 
 
-def test_get_passes_adjustment_and_as_of_to_the_store(tmp_path):
+def test_get_passes_adjustment_and_as_of_to_the_store(cache_url):
     """A hand-written 2:1 split ex 2024-01-05: the three earlier bars halve in price and double
     in volume once the read's as_of reaches the ex-date; raw and an earlier as_of are as stored."""
-    db = tmp_path / "a.db"
+    db = cache_url
     set_market_data("SPY", "2024-01-02", "2024-01-08", "alpaca", DAILY, db_path=db)
     with TradingCacheManager(db) as cache:
         cache.store_corporate_actions([{"symbol": "SPY", "action_type": "forward_split",
@@ -111,14 +112,14 @@ def test_get_passes_adjustment_and_as_of_to_the_store(tmp_path):
         get_market_data("SPY", "2024-01-02", "2024-01-08", db_path=db, adjustment="splits")
 
 
-def test_range_with_no_bars_writes_nothing(tmp_path):
-    db = tmp_path / "a.db"
+def test_range_with_no_bars_writes_nothing(cache_url):
+    db = cache_url
     assert set_market_data("SPY", "2023-06-01", "2023-06-30", "alpaca", DAILY, db_path=db) == 0
     assert get_market_data("SPY", "2023-01-01", "2024-12-31", db_path=db) is None
 
 
-def test_any_source_takes_each_bar_from_the_best_source(tmp_path):
-    db = tmp_path / "a.db"
+def test_any_source_takes_each_bar_from_the_best_source(cache_url):
+    db = cache_url
     demo = DAILY.copy()
     demo[["open", "high", "low", "close"]] = [1.0, 1.5, 0.5, 1.0]
     set_market_data("SPY", "2024-01-02", "2024-01-08", "demo", demo, db_path=db)
@@ -130,8 +131,8 @@ def test_any_source_takes_each_bar_from_the_best_source(tmp_path):
     assert demo_only["close"].tolist() == [1.0, 1.0, 1.0, 1.0, 1.0]
 
 
-def test_folded_timeframe_source_is_split_and_intraday_range_is_whole_new_york_days(tmp_path):
-    db = tmp_path / "a.db"
+def test_folded_timeframe_source_is_split_and_intraday_range_is_whole_new_york_days(cache_url):
+    db = cache_url
     assert set_market_data("QQQ", "2024-01-02", "2024-01-02", "alpaca_1Hour", HOURLY, db_path=db) == 3
     expected_times = [
         pd.Timestamp("2024-01-02 14:30", tz="UTC"),
@@ -164,13 +165,13 @@ def test_split_source(source, timeframe, expected):
     assert split_source(source, timeframe) == expected
 
 
-def test_conflicting_folded_timeframe_is_refused(tmp_path):
+def test_conflicting_folded_timeframe_is_refused():
     with pytest.raises(ValueError, match="pass one of them"):
         get_market_data("SPY", "2024-01-01", "2024-01-31", source="alpaca_1Hour", timeframe="5Min")
 
 
-def test_set_refuses_any_reversed_range_and_invalid_bars(tmp_path):
-    db = tmp_path / "a.db"
+def test_set_refuses_any_reversed_range_and_invalid_bars(cache_url):
+    db = cache_url
     with pytest.raises(ValueError, match="'any' is for reading"):
         set_market_data("SPY", "2024-01-02", "2024-01-08", "any", DAILY, db_path=db)
     with pytest.raises(ValueError, match="after"):
@@ -193,6 +194,27 @@ def test_default_cache_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TRADING_CACHE_DB", str(first))
     assert len(get_market_data("SPY", "2024-01-01", "2024-01-31")) == 5
     assert total_bars(second) == 0
+
+
+def test_trading_cache_url_wins_over_trading_cache_db(cache_url, tmp_path, monkeypatch):
+    """``$TRADING_CACHE_URL`` (a PostgreSQL URL, or a SQLite file as ``sqlite:///``) names the
+    default cache even when ``$TRADING_CACHE_DB`` is set; unset, the file is used again."""
+    file_db = tmp_path / "file.db"
+    monkeypatch.setenv("TRADING_CACHE_DB", str(file_db))
+    if engine_of(cache_url) == "sqlite":
+        url, shown = "sqlite:///" + str(Path(cache_url).resolve()), Path(cache_url).resolve()  # 4 slashes: absolute
+    else:  # pgserver's URL has an empty password: shown as "***" like any other
+        url, shown = cache_url, cache_url.replace("postgres:@", "postgres:***@", 1)
+    monkeypatch.setenv("TRADING_CACHE_URL", url)
+    assert set_market_data("SPY", "2024-01-02", "2024-01-08", "alpaca", DAILY) == 5
+    assert cache_adapter.default_cache().db_path == shown
+    assert get_market_data("SPY", "2024-01-01", "2024-01-31")["close"].tolist() == [
+        101.0, 101.5, 102.0, 102.5, 103.5]
+    monkeypatch.delenv("TRADING_CACHE_URL")
+    assert get_market_data("SPY", "2024-01-01", "2024-01-31") is None
+    assert cache_adapter.default_cache().db_path == file_db.resolve()
+    assert total_bars(cache_url) == 5
+    assert total_bars(str(file_db)) == 0
 
 
 # -- legacy JSON files ---------------------------------------------------------------------

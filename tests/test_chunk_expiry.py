@@ -1,5 +1,9 @@
 """Expiry of intraday session chunks (issue 10 review): a write never shortens the expiry of
-live bars it leaves in place, and migration v4 moves only the bars still valid."""
+live bars it leaves in place, and migration v4 moves only the bars still valid.
+
+The expiry tests run on both engines (the ``cache`` fixture); migration v4 is a SQLite file's
+history and stays on SQLite.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 A series is ``(asset_type, symbol, timeframe, source, feed)``. Bars of different feeds never
 mix; a read without ``feed`` takes, per source, the one best-ranked feed (sip, delayed_sip,
 iex, other named feeds alphabetically, "unknown" last) that has valid bars in the range.
-Expected values are literals of the hand-written data below.
+Expected values are literals of the hand-written data below. Every test that touches the cache
+runs on both engines (the ``cache`` / ``cache_url`` fixtures); migration v6 is a SQLite file's
+history and stays on SQLite, with the PostgreSQL counterpart of its key constraints.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlite3
 from datetime import date
 
 import pandas as pd
+import psycopg
 import pytest
 from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, make_minute_bars, ny_midnight_utc
 
@@ -283,6 +286,25 @@ def test_migration_v6_keeps_series_ids_and_files_old_data_under_feed_unknown(tmp
     assert closes(reopened.get("SPY", "2024-01-02", "2024-01-03", source="alpaca", feed="unknown")) == [471, 472.5]
 
 
+def test_the_series_key_and_the_coverage_foreign_key_hold_on_postgresql(pg_url):
+    """PostgreSQL's counterpart of the constraints migration v6 gives a file: one series row per
+    (asset_type, symbol, timeframe, source, feed), and coverage only of an existing series."""
+    with TradingCacheManager(pg_url) as cache:
+        cache.set("SPY", daily_frame([date(2024, 1, 2)], [471.0]), source="alpaca")
+        cache.set("SPY", daily_frame([date(2024, 1, 2)], [480.0]), source="alpaca", feed="sip")
+        conn = cache.conn
+        assert conn.execute("SELECT series_id, feed FROM series ORDER BY series_id").fetchall() == [
+            (1, "unknown"), (2, "sip")]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO coverage VALUES (999, 19724, 0, 0, 0)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO series (asset_type, symbol, timeframe, source) VALUES ('stock', 'SPY', "
+                         "'1Day', 'alpaca')")
+        assert conn.execute("SELECT COUNT(*) FROM series").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM coverage").fetchone()[0] == 0
+        assert closes(cache.get("SPY", "2024-01-02", "2024-01-02", source="alpaca", feed="unknown")) == [471.0]
+
+
 # -- the sync: the "Mixing" test ---------------------------------------------------------------
 
 
@@ -403,8 +425,8 @@ def test_sync_report_merge_keeps_the_feed():
 # -- the adapter -------------------------------------------------------------------------------
 
 
-def test_adapter_passes_the_feed_through(tmp_path):
-    db = tmp_path / "adapter.db"
+def test_adapter_passes_the_feed_through(cache_url):
+    db = cache_url
     frame = daily_frame(JAN_FIRST_WEEK[:2], [5.0, 6.0])
     assert cache_adapter.set_market_data("AAPL", "2024-01-02", "2024-01-03", "alpaca", frame, db_path=db,
                                          feed="iex") == 2
@@ -417,8 +439,8 @@ def test_adapter_passes_the_feed_through(tmp_path):
     assert cache_adapter.get_market_data("AAPL", "2024-01-02", "2024-01-03", db_path=db, feed="sip") is None
 
 
-def test_adapter_refuses_a_bad_feed_even_with_nothing_to_write(tmp_path):
+def test_adapter_refuses_a_bad_feed_even_with_nothing_to_write(cache_url):
     empty = daily_frame(JAN_FIRST_WEEK[:1], [5.0])
     with pytest.raises(ValueError, match="feed"):
         cache_adapter.set_market_data("AAPL", "2024-02-01", "2024-02-02", "alpaca", empty,
-                                      db_path=tmp_path / "a.db", feed="s i p")
+                                      db_path=cache_url, feed="s i p")

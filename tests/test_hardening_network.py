@@ -250,8 +250,10 @@ def test_network_tasks_do_not_retry_what_the_source_retried():
         assert task.retry_condition_fn is None
 
 
-def test_a_persistent_failure_through_the_prefect_task(prefect_harness, tmp_path, monkeypatch):
-    """The task, run by Prefect: one retry layer, so exactly max_retries + 1 requests."""
+def test_a_persistent_failure_through_the_prefect_task(prefect_harness, cache_url, monkeypatch):
+    """The task, run by Prefect: one retry layer, so exactly max_retries + 1 requests, and no
+    chain stored."""
+    from cachelib.store import TradingCacheManager
     from tasks.market_data import snapshot_option_chains
 
     with AlpacaStub() as stub:
@@ -260,10 +262,12 @@ def test_a_persistent_failure_through_the_prefect_task(prefect_harness, tmp_path
         monkeypatch.setenv("CACHELIB_ALPACA_BACKOFF_BASE", "0.001")
         monkeypatch.setenv("CACHELIB_ALPACA_MAX_RETRIES", "2")
         stub.set_persistent_fault(CHAIN, 503)
-        state = snapshot_option_chains(str(tmp_path / "cache.db"), "AAPL", source="alpaca", return_state=True)
+        state = snapshot_option_chains(cache_url, "AAPL", source="alpaca", return_state=True)
         assert state.is_failed()
         assert isinstance(state.result(raise_on_failure=False), SourceUnavailableError)
         assert stub.count(CHAIN) == 3
+    with TradingCacheManager(cache_url) as cache:
+        assert cache.get_stats()["tables"]["raw_options_chain"] == 0
 
 
 # ---------------------------------------------------------------------------

@@ -1,22 +1,20 @@
-"""``set_many``: several symbols' bars in one transaction (issue 10 §3)."""
+"""``set_many``: several symbols' bars in one transaction (issue 10 §3), on both engines."""
 
 from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 from freezegun import freeze_time
+from pg_fixtures import engine_of, schema_url
 
 from cachelib.store import TradingCacheManager
+from cachelib.store.postgres import close_pools
 
 NOW = "2024-06-03 15:00:00"
 DAYS = pd.DatetimeIndex(["2024-05-30", "2024-05-31"], name="date")
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = TradingCacheManager(tmp_path / "cache.db")
-    yield c
-    c.close()
 
 
 def daily(closes: list[float], **extra) -> pd.DataFrame:
@@ -28,13 +26,26 @@ def snapshot(cache) -> list[tuple]:
     return cache.conn.execute("SELECT * FROM bars ORDER BY series_id, ts").fetchall()
 
 
+@pytest.fixture
+def other_cache_url(cache_url: str, tmp_path) -> Iterator[str]:
+    """A second, separate cache on the same engine as ``cache_url`` (a sibling file, or a
+    sibling schema on the same server)."""
+    if engine_of(cache_url) == "sqlite":
+        yield str(tmp_path / "other.db")
+        return
+    options = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(cache_url).query))["options"]
+    url = schema_url(cache_url, options.removeprefix("-csearch_path=") + "_other")
+    yield url
+    close_pools(url)
+
+
 @freeze_time(NOW)
-def test_dict_and_multiindex_forms_write_the_same_bars(tmp_path):
+def test_dict_and_multiindex_forms_write_the_same_bars(cache_url, other_cache_url):
     frames = {"spy": daily([500.0, 501.5], trade_count=[10, 11]), "AAPL": daily([190.25])}
-    a = TradingCacheManager(tmp_path / "a.db")
+    a = TradingCacheManager(cache_url)
     assert a.set_many(frames, source="alpaca") == 3
     multi = pd.concat({"SPY": frames["spy"], "AAPL": frames["AAPL"]}, names=["symbol", "timestamp"])
-    b = TradingCacheManager(tmp_path / "b.db")
+    b = TradingCacheManager(other_cache_url)
     assert b.set_many(multi, source="alpaca") == 3
     for cache in (a, b):
         spy = cache.get("SPY", "2024-05-01", "2024-05-31")
@@ -42,6 +53,8 @@ def test_dict_and_multiindex_forms_write_the_same_bars(tmp_path):
         assert cache.get("AAPL", "2024-05-01", "2024-05-31")["close"].tolist() == [190.25]
         assert cache.get_symbols() == ["AAPL", "SPY"]
     assert snapshot(a) == snapshot(b) and len(snapshot(a)) == 3
+    a.close()
+    b.close()
 
 
 @freeze_time(NOW)

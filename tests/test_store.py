@@ -1,6 +1,8 @@
 """TradingCacheManager: bars, TTL, coverage, maintenance, stats, schema (issue 2).
 
-Every expected value here is written by hand from the issue's rules.
+Every expected value here is written by hand from the issue's rules. The ``cache`` fixture runs
+each test on both engines (a SQLite file and a PostgreSQL schema, issue 12); what only a file
+has (WAL, PRAGMAs, file migrations) stays on SQLite, next to its PostgreSQL counterpart.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from freezegun import freeze_time
+from pg_fixtures import CACHE_TABLES, engine_of, table_snapshot
 
 from cachelib.store import SCHEMA_VERSION, DatabaseFileError, TradingCacheManager
 
@@ -41,8 +45,23 @@ def minute_frame(start_utc: str, n: int, base: float = 50.0) -> pd.DataFrame:
     )
 
 
-def bars_snapshot(cache: TradingCacheManager) -> list[tuple]:
-    return cache.conn.execute("SELECT * FROM bars ORDER BY series_id, ts").fetchall()
+#: A cache with no row in any table (what ``table_snapshot`` gives for a new cache).
+EMPTY = {table: [] for table in CACHE_TABLES}
+
+
+def pg_sql(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on ``url`` outside cachelib (the test's own psql), in autocommit."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def error_types(cache: TradingCacheManager) -> tuple[type[Exception], type[Exception]]:
+    """The engine's own (operational, integrity) error classes: a broken store or a violated
+    constraint surfaces as the driver's exception, on either engine, never as a cache miss."""
+    if engine_of(cache.db_path) == "postgresql":
+        return psycopg.errors.UndefinedTable, psycopg.IntegrityError
+    return sqlite3.OperationalError, sqlite3.IntegrityError
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -295,6 +314,19 @@ def test_cleanup_and_vacuum(cache):
         cache.record_coverage("A", ["2024-01-05"], source="alpaca", ttl_hours=0)
         assert cache.cleanup_expired() == 4  # 3 bars + 1 coverage row
         assert cache.get_stats()["total_entries"] == 3
+        assert cache.cleanup_expired() == 0
+        reclaimed = cache.vacuum()
+        assert isinstance(reclaimed, int) and reclaimed >= 0
+        assert cache.get("B", "2024-01-01", "2024-01-31")["close"].tolist() == [101.0, 101.5, 102.0]
+        assert cache.get_stats()["total_entries"] == 3
+
+
+def test_vacuum_rebuilds_the_sqlite_file(sqlite_cache):
+    cache = sqlite_cache
+    with freeze_time(NOW):
+        cache.set("A", DAILY, source="alpaca", ttl_hours=0)
+        cache.set("B", DAILY, source="alpaca")
+        assert cache.cleanup_expired() == 3
         wal = cache.db_path.with_name(cache.db_path.name + "-wal")
         before = cache.db_path.stat().st_size + wal.stat().st_size
         assert wal.stat().st_size > 0  # the writes above are still in the WAL
@@ -310,6 +342,41 @@ def test_cleanup_and_vacuum(cache):
         assert reclaimed == before - pages * 4096
         assert reclaimed > 0
         assert cache.get("B", "2024-01-01", "2024-01-31") is not None
+
+
+def pg_heap_pages(url: str, table: str) -> int:
+    return pg_sql(url, "SELECT pg_relation_size(%s) / 8192", (table,))[0][0]
+
+
+def pg_schema_bytes(url: str) -> int:
+    """Bytes of every table of the URL's schema (with indexes, TOAST, free-space maps)."""
+    return pg_sql(url, "SELECT SUM(pg_total_relation_size(c.oid))::bigint FROM pg_class c JOIN pg_namespace n "
+                       "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")[0][0]
+
+
+def test_vacuum_analyzes_and_gives_back_the_emptied_tail_on_postgresql(pg_url):
+    """PostgreSQL's counterpart: ``vacuum()`` is VACUUM ANALYZE of every cache table, and the
+    pages that only expired rows filled (at the end of a table) go back to the system."""
+    days = pd.bdate_range("2001-01-01", periods=2000)
+    many = pd.DataFrame({"open": 10.0, "high": 10.0, "low": 10.0, "close": 10.0, "volume": 1.0}, index=days)
+    with freeze_time(NOW), TradingCacheManager(pg_url) as cache:
+        cache.set("B", DAILY, source="alpaca")
+        cache.set("A", many, source="alpaca", ttl_hours=0)  # appended after B's rows
+        assert pg_heap_pages(pg_url, "bars") >= 10
+        assert cache.cleanup_expired() == 2000
+        before = pg_schema_bytes(pg_url)
+        reclaimed = cache.vacuum()
+        assert pg_heap_pages(pg_url, "bars") == 1  # B's 3 rows; the emptied tail is truncated
+        # The report is the schema's real decrease (the first VACUUM also adds free-space and
+        # visibility maps to every table, so it is less than the bars' own shrinkage).
+        assert reclaimed == before - pg_schema_bytes(pg_url)
+        assert reclaimed > 0
+        analyzed = pg_sql(pg_url, "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+                                  "AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL ORDER BY relname")
+        assert [r[0] for r in analyzed] == sorted(["action_coverage", "bar_chunks", "bars", "corporate_actions",
+                                                   "coverage", "raw_options_chain", "raw_options_history",
+                                                   "series", "trade_history"])
+        assert cache.get("B", "2024-01-01", "2024-01-31")["close"].tolist() == [101.0, 101.5, 102.0]
 
 
 def test_stats_keys_and_hit_ratio(cache):
@@ -359,18 +426,18 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 def test_bad_frames_raise_and_store_nothing(cache, name):
     cache.set("SPY", DAILY.iloc[:1], source="alpaca")
-    before = bars_snapshot(cache)
+    before = table_snapshot(cache)
     frame, words = BAD_INPUTS[name]
     with pytest.raises(ValueError, match=words):
         cache.set("SPY", frame, source="alpaca")
-    assert bars_snapshot(cache) == before
+    assert table_snapshot(cache) == before
 
 
 @pytest.mark.parametrize("symbol", ["", "   ", "SP Y", "AAPL;DROP", "ÄPL", None])
 def test_bad_symbols_raise(cache, symbol):
     with pytest.raises(ValueError, match="symbol"):
         cache.set(symbol, DAILY, source="alpaca")
-    assert bars_snapshot(cache) == []
+    assert table_snapshot(cache) == EMPTY
 
 
 @pytest.mark.parametrize("timeframe", ["1Sec", "60Min", "2Day", "minute", "", "7Month"])
@@ -390,13 +457,13 @@ def test_bad_ranges_and_ttl_raise(cache):
         cache.set("SPY", DAILY, source="alpaca", ttl_hours=-1)
     with pytest.raises(ValueError, match="source"):
         cache.set("SPY", DAILY, source="")
-    assert bars_snapshot(cache) == []
+    assert table_snapshot(cache) == EMPTY
 
 
 def test_errors_are_raised_not_swallowed(cache):
     cache.set("SPY", DAILY, source="alpaca")
     cache.conn.execute("DROP TABLE bars")  # a broken store must not look like a cache miss
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(error_types(cache)[0], match="bars"):
         cache.get("SPY", "2024-01-01", "2024-01-31")
 
 
@@ -405,8 +472,7 @@ def test_a_failed_transaction_rolls_back_everything(cache):
         cache.set("SPY", DAILY, source="alpaca")
         cache.record_coverage("SPY", ["2024-01-02"], source="alpaca")
         raise RuntimeError("boom")
-    assert bars_snapshot(cache) == []
-    assert cache.conn.execute("SELECT COUNT(*) FROM coverage").fetchone()[0] == 0
+    assert table_snapshot(cache) == EMPTY  # no bar, no coverage, not even the series row
 
 
 def test_not_a_sqlite_file_is_left_untouched(tmp_path):
@@ -431,8 +497,8 @@ def test_default_path_comes_from_env_and_parents_are_created(tmp_path, monkeypat
     assert TradingCacheManager().db_path == (tmp_path / ".cache" / "trading_cache.db").resolve()
 
 
-def test_connection_settings(cache):
-    conn = cache.conn
+def test_connection_settings(sqlite_cache):
+    conn = sqlite_cache.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -443,6 +509,73 @@ def test_connection_settings(cache):
     assert [i for i in indexes if not i[0].startswith("sqlite_autoindex")] == []
     cols = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(bars)")}
     assert cols["ts"] == "INTEGER" and cols["expires_at"] == "INTEGER"
+
+
+def test_connection_settings_on_postgresql(pg_url):
+    """PostgreSQL's counterpart: reads in autocommit (each its own snapshot), a writer waits at
+    most ``timeout`` for a lock (SQLite's busy_timeout), integer keys and times as BIGINT, the
+    bars keyed (series_id, ts) with no other index, text compared byte-wise as in SQLite."""
+    with TradingCacheManager(pg_url) as cache:
+        conn = cache.conn
+        assert not conn.in_transaction
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
+        with cache.atomic() as inside:
+            assert inside.execute("SHOW lock_timeout").fetchone()[0] == "5s"
+        assert not conn.in_transaction
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"  # SET LOCAL: this transaction only
+    cols = dict(pg_sql(pg_url, "SELECT column_name, data_type FROM information_schema.columns "
+                               "WHERE table_schema = current_schema() AND table_name = 'bars'"))
+    assert cols["ts"] == cols["expires_at"] == cols["series_id"] == cols["trade_count"] == "bigint"
+    assert cols["close"] == cols["volume"] == "double precision"
+    assert pg_sql(pg_url, "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                          "AND tablename = 'bars'") == [
+        (f"CREATE UNIQUE INDEX bars_pkey ON {pg_sql(pg_url, 'SELECT current_schema()')[0][0]}.bars "
+         "USING btree (series_id, ts)",)]
+    collations = pg_sql(pg_url, "SELECT DISTINCT collation_name FROM information_schema.columns "
+                                "WHERE table_schema = current_schema() AND data_type = 'text' "
+                                "AND table_name <> 'cachelib_meta'")
+    assert collations == [("C",)]
+
+
+def test_a_schema_of_another_application_is_refused_and_left_untouched(pg_url):
+    """The counterpart of a foreign SQLite file: a schema holding tables that are not a cache's."""
+    schema = pg_sql(pg_url, "SHOW search_path")[0][0]
+    pg_sql(pg_url, f'CREATE SCHEMA "{schema}"')
+    pg_sql(pg_url, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    pg_sql(pg_url, "INSERT INTO notes VALUES (1, 'my notes, not a cache')")
+    with pytest.raises(DatabaseFileError, match=r"belongs to another application \(its schema holds tables that "
+                                                r"are not a cache's: notes\)"):
+        TradingCacheManager(pg_url)
+    assert pg_sql(pg_url, "SELECT table_name FROM information_schema.tables "
+                          "WHERE table_schema = current_schema()") == [("notes",)]
+    assert pg_sql(pg_url, "SELECT * FROM notes") == [(1, "my notes, not a cache")]
+
+
+@pytest.mark.parametrize("version, words", [(99, "has schema version 99, newer than this cachelib understands"),
+                                            (6, "is at schema v6; this cachelib has no PostgreSQL migration")])
+def test_a_postgresql_cache_of_another_schema_version_is_refused(pg_url, version, words):
+    with TradingCacheManager(pg_url) as cache:
+        cache.set("SPY", DAILY, source="alpaca")
+        before = table_snapshot(cache)
+    pg_sql(pg_url, "UPDATE cachelib_meta SET value = %s WHERE key = 'schema_version'", (version,))
+    with pytest.raises(DatabaseFileError, match=words):
+        TradingCacheManager(pg_url)
+    pg_sql(pg_url, "UPDATE cachelib_meta SET value = 7 WHERE key = 'schema_version'")
+    with TradingCacheManager(pg_url) as cache:
+        assert table_snapshot(cache) == before
+
+
+def test_the_cache_url_from_env_wins_over_the_file(pg_url, tmp_path, monkeypatch):
+    """``TRADING_CACHE_URL`` takes precedence over ``TRADING_CACHE_DB``; no file is created."""
+    target = tmp_path / "c.db"
+    monkeypatch.setenv("TRADING_CACHE_DB", str(target))
+    monkeypatch.setenv("TRADING_CACHE_URL", pg_url)
+    with TradingCacheManager() as cache:
+        assert cache.db_path == pg_url.replace("postgresql://postgres:@", "postgresql://postgres:***@")
+        assert cache.set("SPY", DAILY, source="alpaca") == 3
+    assert not target.exists()
+    with TradingCacheManager(pg_url) as cache:
+        assert cache.get("SPY", "2024-01-02", "2024-01-04")["close"].tolist() == [101.0, 101.5, 102.0]
 
 
 # -- schema migrations -----------------------------------------------------------------------
@@ -558,7 +691,7 @@ def test_a_failing_commit_releases_the_transaction(cache):
     conn = cache.conn
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     conn.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
-    with pytest.raises(sqlite3.IntegrityError), cache.atomic():
+    with pytest.raises(error_types(cache)[1]), cache.atomic():
         conn.execute("INSERT INTO child VALUES (42)")  # fails only at COMMIT
     assert not conn.in_transaction
     assert cache.set("SPY", DAILY, source="alpaca") == 3  # the connection still writes

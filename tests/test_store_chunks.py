@@ -1,4 +1,8 @@
-"""Intraday bars as one compressed chunk per (series, New York session) (issue 10 §2)."""
+"""Intraday bars as one compressed chunk per (series, New York session) (issue 10 §2).
+
+The store tests run on both engines (the ``cache`` fixture: a SQLite file and a PostgreSQL
+schema); the v4 migration is a SQLite file's history and stays on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from freezegun import freeze_time
+from pg_fixtures import table_snapshot
 
 from cachelib.store import TradingCacheManager
 from cachelib.store.chunks import decode, encode
 
 NOW = "2024-06-03 15:00:00"  # Monday; every session below is historical
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = TradingCacheManager(tmp_path / "cache.db")
-    yield c
-    c.close()
 
 
 def bits(values) -> list[int]:
@@ -147,11 +145,11 @@ def test_expiry_is_per_chunk_and_cleanup_counts_bars(cache):
 def test_a_rejected_set_leaves_the_chunks_as_they_were(cache):
     with freeze_time(NOW):
         cache.set("SPY", minute_frame("2024-05-31 13:30", [1.0, 2.0]), source="alpaca", timeframe="1Min")
-        before = cache.conn.execute("SELECT * FROM bar_chunks").fetchall()
+        before = table_snapshot(cache)
         bad = minute_frame("2024-05-31 13:31", [5.0, -1.0])
         with pytest.raises(ValueError, match="non-positive price"):
             cache.set("SPY", bad, source="alpaca", timeframe="1Min")
-        assert cache.conn.execute("SELECT * FROM bar_chunks").fetchall() == before
+        assert table_snapshot(cache) == before
 
 
 # -- migration v4: a v3 file holding minute bars --------------------------------------------------

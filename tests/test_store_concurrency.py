@@ -80,7 +80,7 @@ SHARED_BARS = 10
 def test_threads_read_and_write_one_file(tmp_path, layout):
     """Each thread: ROUNDS private writes of CHUNK new bars, ROUNDS overwrites of the same
     SHARED_BARS shared bars with its own values, and reads of the others' symbols between."""
-    path = tmp_path / "cache.db"
+    path = tmp_path / "cache.db"  # PostgreSQL: the 8-process test below, and test_postgres's threads
     shared = TradingCacheManager(path) if layout == "one manager" else None
     barrier = threading.Barrier(THREADS)
     seen_partial: list[str] = []
@@ -304,6 +304,145 @@ def test_processes_upsert_one_file_concurrently(tmp_path):
             assert tuple(values) == expected(int(symbol[1:]), k), (symbol, k, values)
 
 
+# -- PostgreSQL: 8 processes with their own pools, readers and cleanup_expired alongside ----------
+
+PG_WRITERS = 8
+PG_DAILY_CALLS = 10
+PG_MINUTE_CALLS = 10
+# Writer w, daily call k: one set_many of P<w> days 2k, 2k+1 and SHARED days (2k mod 20)..+4.
+#   P<w>: 20 days each; SHARED: starts 0..18 -> days 0..22 = 23 keys.
+# Writer w, minute call m: one set_many of MSHARED minutes 10w + m .. 10w + m + 5 of session
+#   m % 2 (2024-01-02 or 2024-01-03, from 09:30 New York) and M<w> 3 bars in each of both
+#   sessions (minutes 3m..3m+2). MSHARED session 0: calls m = 0, 2, .., 8, so writer w covers
+#   minutes 10w .. 10w + 13 and all 8 cover 0 .. 83; session 1 (m = 1, .., 9): 1 .. 84. 84 keys
+#   per session, 168 in all (writers overlap; a lost chunk merge would lose some). M<w>: 60.
+# Seeded before the start, already expired (cleanup_expired or the merge must drop them):
+#   OLD 10 daily bars, SHARED days 40..44, MSHARED minutes 200..299 of session 2024-01-02.
+PG_EXPECTED = {**{f"P{w}": 20 for w in range(PG_WRITERS)}, "SHARED": 23, "MSHARED": 168,
+               **{f"M{w}": 60 for w in range(PG_WRITERS)}}
+
+_PG_WORKER = r"""
+import json, os, sys, time
+import numpy as np, pandas as pd
+from cachelib.store import TradingCacheManager
+
+url, w, go, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+DAY0 = pd.Timestamp("2020-01-01")
+OPEN = {0: pd.Timestamp("2024-01-02 14:30", tz="UTC"), 1: pd.Timestamp("2024-01-03 14:30", tz="UTC")}
+
+def daily(days):
+    days = np.asarray(days)
+    close = 10.0 * (w + 1) + days / 100.0
+    return pd.DataFrame({"open": close, "high": close + 1.0, "low": close - 1.0, "close": close,
+                         "volume": 1000.0 * (w + 1) + days, "trade_count": w + 1},
+                        index=pd.DatetimeIndex(DAY0 + pd.to_timedelta(days, unit="D"), name="date"))
+
+def minutes(session, offsets):
+    offsets = np.asarray(offsets)
+    close = 100.0 * (w + 1) + offsets
+    return pd.DataFrame({"open": close, "high": close + 0.5, "low": close - 0.5, "close": close,
+                         "volume": float(w + 1)},
+                        index=OPEN[session] + pd.to_timedelta(offsets, unit="min"))
+
+cache = TradingCacheManager(url)
+other = f"P{(w + 1) % 8}"
+seen, bad = 0, []
+open(ready, "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists(go):
+    if time.monotonic() > deadline:
+        sys.exit("never got the go signal")
+    time.sleep(0.001)
+cache.cleanup_expired()
+written = 0
+for k in range(10):
+    start = (2 * k) % 20
+    written += cache.set_many({f"P{w}": daily([2 * k, 2 * k + 1]), "SHARED": daily(range(start, start + 5))},
+                              source="alpaca")
+    assert len(cache.get(f"P{w}", "2020-01-01", "2020-12-31", source="alpaca")) == 2 * k + 2  # read-your-writes
+    got = cache.get(other, "2020-01-01", "2020-12-31", source="alpaca")
+    n = 0 if got is None else len(got)
+    if n % 2 or n < seen:  # one batch is two bars of it: never half of one, never fewer than before
+        bad.append((other, seen, n))
+    seen = n
+    if k % 5 == 4:
+        cache.cleanup_expired()
+for m in range(10):
+    own = pd.concat([minutes(0, range(3 * m, 3 * m + 3)), minutes(1, range(3 * m, 3 * m + 3))])
+    written += cache.set_many({"MSHARED": minutes(m % 2, range(10 * w + m, 10 * w + m + 6)), f"M{w}": own},
+                              source="alpaca", timeframe="1Min")
+    got = cache.get(f"M{(w + 1) % 8}", "2024-01-02", "2024-01-03", source="alpaca", timeframe="1Min")
+    n = 0 if got is None else len(got)
+    if n % 6:  # one batch writes 6 of its bars, in two chunks
+        bad.append(("M", n))
+    shared = cache.get("MSHARED", "2024-01-02", "2024-01-03", source="alpaca", timeframe="1Min")
+    if not 6 <= len(shared) <= 168:
+        bad.append(("MSHARED", len(shared)))
+cache.cleanup_expired()
+print(json.dumps({"writer": w, "written": written, "bad": bad}))
+"""
+
+
+@pytest.mark.slow
+def test_postgres_processes_upsert_read_and_clean_up_concurrently(pg_url, tmp_path):
+    """8 processes, each with its own manager and pool, upsert overlapping daily and 1-minute
+    series (chunk merges are read-modify-writes under advisory locks) while reading each other's
+    series and running cleanup_expired: exact counts at the end, no error escapes, no reader
+    ever sees part of a batch."""
+    seed = TradingCacheManager(pg_url)
+    day0 = pd.Timestamp("2020-01-01")
+    seed.set("OLD", pd.DataFrame({"close": 1.0, "volume": 1.0},
+                                 index=pd.DatetimeIndex(day0 + pd.to_timedelta(range(10), unit="D"), name="date")),
+             source="alpaca")
+    seed.set("SHARED", pd.DataFrame({"close": 1.0, "volume": 1.0},
+                                    index=pd.DatetimeIndex(day0 + pd.to_timedelta(range(40, 45), unit="D"), name="date")),
+             source="alpaca")
+    seed.set("MSHARED", minute_bars(1704205800 + 200 * 60, 100, 1.0, 1.0), source="alpaca", timeframe="1Min")
+    with seed.atomic() as conn:  # expire them (a TTL in the past)
+        conn.execute("UPDATE bars SET expires_at = 1")
+        conn.execute("UPDATE bar_chunks SET expires_at = 1")
+    seed.close()
+    go = tmp_path / "go"
+    procs: list[subprocess.Popen] = []
+    try:
+        for w in range(PG_WRITERS):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", _PG_WORKER, pg_url, str(w), str(go), str(tmp_path / f"ready{w}")],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+        wait_for(lambda: all((tmp_path / f"ready{w}").exists() or procs[w].poll() is not None
+                             for w in range(PG_WRITERS)), 60, "the workers to start")
+        go.touch()
+        results = []
+        for w, proc in enumerate(procs):
+            out, err = proc.communicate(timeout=90)
+            assert proc.returncode == 0, f"writer {w} failed:\n{err}"
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        kill_all(procs)
+
+    # Per writer: 10 daily batches of 2 + 5 bars, 10 minute batches of 6 + 6 bars.
+    assert [r["written"] for r in results] == [10 * 7 + 10 * 12] * PG_WRITERS
+    assert [r["bad"] for r in results] == [[]] * PG_WRITERS
+    with TradingCacheManager(pg_url) as check:
+        conn = check.conn
+        daily_rows = dict(conn.execute(
+            "SELECT s.symbol, COUNT(*) FROM bars b JOIN series s USING (series_id) GROUP BY s.symbol").fetchall())
+        chunk_rows = dict(conn.execute(
+            "SELECT s.symbol, SUM(n_bars) FROM bar_chunks c JOIN series s USING (series_id) GROUP BY s.symbol"
+        ).fetchall())
+        assert {**daily_rows, **chunk_rows} == PG_EXPECTED  # OLD and every expired bar are gone
+        assert sum(PG_EXPECTED.values()) == 8 * 20 + 23 + 168 + 8 * 60 == 831
+        shared = check.get("SHARED", "2020-01-01", "2020-12-31", source="alpaca")
+        # Whole rows from one writer: no column of one writer's bar mixed into another's.
+        for when, row in zip(shared.index, shared.itertuples(index=False)):
+            k = (when - day0).days
+            assert any((row.close, row.volume, row.trade_count) == (10.0 * (w + 1) + k / 100.0, 1000.0 * (w + 1) + k, w + 1)
+                       for w in range(PG_WRITERS)), (k, row)
+        minutes = check.get("MSHARED", "2024-01-02", "2024-01-03", source="alpaca", timeframe="1Min")
+        assert minutes["volume"].isin([float(w + 1) for w in range(PG_WRITERS)]).all()  # no seeded bar survived
+
+
 # -- SIGKILL in the middle of a large write ----------------------------------------------------
 
 N_KILL = 500_000
@@ -457,11 +596,11 @@ def test_opening_a_file_another_connection_is_writing_waits_for_it(tmp_path):
         holder.close()
 
 
-def test_a_rolled_back_series_is_not_remembered(tmp_path):
+def test_a_rolled_back_series_is_not_remembered(cache_url):
     """A series id read inside a transaction that was then rolled back used to stay in the
     manager's series cache; SQLite gave the id to the next new series (BBB), so get("AAA")
     returned BBB's bars and set("AAA") overwrote them."""
-    cache = TradingCacheManager(tmp_path / "cache.db")
+    cache = TradingCacheManager(cache_url)
     day = pd.DatetimeIndex(["2024-01-02"], name="date")
     with pytest.raises(RuntimeError), cache.atomic():
         cache.set("AAA", pd.DataFrame({"close": [10.0]}, index=day), source="alpaca")

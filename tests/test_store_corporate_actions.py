@@ -235,8 +235,8 @@ def test_a_lying_source_leaves_no_coverage(cache):
 # ---------------------------------------------------------------------------
 
 
-def test_a_split_announced_later_arrives_after_the_short_ttl(tmp_path):
-    cache = TradingCacheManager(tmp_path / "cache.db")
+def test_a_split_announced_later_arrives_after_the_short_ttl(cache_url):
+    cache = TradingCacheManager(cache_url)
     source = DemoSource()
     with freeze_time("2024-05-01 16:00:00"):  # NVDA's 4:1 (ex 2024-06-10) is not announced yet
         first = sync_corporate_actions(cache, source, ["NVDA"], "2024-01-01", "2024-12-31")

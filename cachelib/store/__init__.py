@@ -1,4 +1,5 @@
-"""The SQLite trading cache: bars of any timeframe, option-chain snapshots, trade history.
+"""The trading cache: bars of any timeframe, option-chain snapshots, trade history, in a SQLite
+file or on a PostgreSQL server (the same rooms and SQL on both engines).
 
 :class:`TradingCacheManager` is the public face (see README "Library API" for usage); it only
 delegates to one module per concern.
@@ -10,9 +11,14 @@ Where to change what
 ``dialect.py``         SQL that is SQLite's own: connection settings (:data:`SQLITE_SETTINGS`),
                        ``user_version``/``application_id``, ``BEGIN IMMEDIATE``, savepoints,
                        VACUUM/checkpoint, the upsert spelling. A second engine is a second dialect.
+``postgres.py``        The PostgreSQL engine: dialect, schema (:data:`PG_TABLES`), the connection
+                       wrapper (``?`` -> ``%s``), per-process pools, advisory locks, the retry of
+                       deadlocks/serialization failures, :func:`redact_url`.
 ``files.py``           The file at ``db_path``: path rules, checks before anything is written
                        (foreign, damaged, truncated, read-only files), :class:`DatabaseFileError`.
-``connection.py``      Per-thread/per-process connections, ``atomic()``, the locked-retry, vacuum.
+``connection.py``      :func:`open_database` (path/``sqlite:///`` -> SQLite, ``postgresql://`` ->
+                       PostgreSQL), the ``Engine`` protocol; SQLite's per-thread/per-process
+                       connections, ``atomic()``, the locked-retry, vacuum.
 ``migrations.py``      Schema versions (:data:`MIGRATIONS`), the DDL, the seed ``market_cache`` import.
 ``series.py``          Series interning (a series is asset type, symbol, timeframe, source and feed),
                        :data:`SOURCE_PRIORITY`, :data:`FEED_PRIORITY`, source/asset-type/feed spelling.
@@ -75,6 +81,7 @@ from .files import APPLICATION_ID, CacheNotFoundError, DatabaseFileError, databa
 from .manager import TradingCacheManager
 from .migrations import MIGRATIONS as MIGRATIONS
 from .migrations import SCHEMA_VERSION
+from .postgres import is_postgres_url, redact_url
 from .series import FEED_PRIORITY as FEED_PRIORITY
 from .series import SOURCE_PRIORITY
 from .series import UNKNOWN_FEED as UNKNOWN_FEED
@@ -98,5 +105,7 @@ __all__ = [
     "SQLITE_SETTINGS",
     "SCHEMA_VERSION",
     "default_db_path",
+    "is_postgres_url",
+    "redact_url",
     "ttl_expiry",
 ]

@@ -219,9 +219,11 @@ class _Connection(sqlite3.Connection):
 
 
 def foreign_error(path: Path | str, why: str) -> DatabaseFileError:
+    """``path`` is a file (:class:`Path`) or a redacted PostgreSQL URL (``str``)."""
+    where = "--db-path or TRADING_CACHE_DB" if isinstance(path, Path) else (
+        "--db-url or TRADING_CACHE_URL (or another schema: ?options=-csearch_path=NAME)")
     return DatabaseFileError(
-        f"{path} belongs to another application ({why}) and was left untouched; choose "
-        "another --db-path or TRADING_CACHE_DB"
+        f"{path} belongs to another application ({why}) and was left untouched; choose another {where}"
     )
 
 

@@ -120,6 +120,9 @@ class TradeTable:
                 raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
             sql += f" LIMIT {int(limit)}"
         frame = pd.DataFrame(self._db.conn.execute(sql, params).fetchall(), columns=list(TRADE_COLUMNS))
+        # SQLite's NUMERIC column hands back whole quantities as int, PostgreSQL's double as
+        # float: one dtype (the model's float) on both engines.
+        frame["quantity"] = frame["quantity"].astype("float64")
         for col in TRADE_TIME_COLUMNS:
             frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
         return frame

@@ -1,9 +1,12 @@
 """``cache-manager``: look after the cache from a shell (also ``python -m cachelib``).
 
-Every subcommand accepts the global ``--db-path`` and ``--json`` before or after its name::
+Every subcommand accepts the global ``--db-path`` (a SQLite file), ``--db-url`` (a
+``postgresql://`` or ``sqlite:///`` URL) and ``--json`` before or after its name::
 
     cache-manager stats
     cache-manager --db-path /data/cache.db symbols --json
+    cache-manager --db-url postgresql://analyst@db.internal/cache stats
+    cache-manager copy .cache/trading_cache.db postgresql://analyst@db.internal/cache
     cache-manager export SPY --start 2025-01-01 --end 2025-01-31 --format csv --output spy.csv
     cache-manager query NVDA --start 2024-06-03 --end 2024-06-14 --adjustment split --as-of 2024-06-10
     cache-manager actions NVDA --start 2024-01-01 --end 2024-12-31
@@ -25,10 +28,15 @@ Exit codes (:data:`EXIT_CODES`): 0 done, also when nothing matched (a message on
 flag, malformed date, time, timeframe or symbol); 130 interrupted (Ctrl-C); 141 the reader
 of stdout went away (``cache-manager query ... | head``), quietly.
 
+Where the cache is: ``--db-url`` or ``--db-path`` (not both), else ``$TRADING_CACHE_URL``, else
+``$TRADING_CACHE_DB``, else ``.cache/trading_cache.db``. A PostgreSQL location is only ever
+printed through :func:`~cachelib.store.postgres.redact_url` (never its password).
+
 Read-only and maintenance commands never create a cache: on a path that does not exist they
-say ``no cache at PATH`` and exit 1. Only ``migrate-legacy`` creates one. No command writes
-over the database or its ``-wal``/``-shm``/``-journal`` files; ``export --output`` replaces an
-existing file only with ``--force``, and atomically (a failure never leaves half a file).
+say ``no cache at PATH`` and exit 1. Only ``migrate-legacy`` creates one, and ``copy`` its
+destination. No command writes over the database or its ``-wal``/``-shm``/``-journal`` files;
+``export --output`` replaces an existing file only with ``--force``, and atomically (a failure
+never leaves half a file).
 """
 
 from __future__ import annotations
@@ -38,13 +46,16 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
+import re
 import secrets
 import sqlite3
 import stat
 import sys
 import textwrap
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -56,6 +67,8 @@ from . import __version__
 from .bars import _VALID_AMOUNTS, BAR_COLUMNS, NY, key_range, normalize_symbol, parse_timeframe
 from .corporate_actions import ACTION_COLUMNS, ADJUSTMENTS
 from .store import TradingCacheManager, database_files, default_db_path
+from .store.files import sqlite_path
+from .store.postgres import PG_TABLES, is_postgres_url, redact_url
 from .store.series import norm_asset_type, norm_feed, norm_source
 
 __all__ = ["main", "build_parser", "EXIT_CODES"]
@@ -261,13 +274,20 @@ def _dump_json(payload: Any, out: TextIO) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace, create: bool = False) -> TradingCacheManager:
-    """The cache at ``--db-path``. Only ``create=True`` (``migrate-legacy``) may create one: every
-    other command on a missing path fails with "no cache at PATH" and creates nothing, so a
-    mistyped ``--db-path`` or ``TRADING_CACHE_DB`` is reported instead of silently emptied."""
+def _location(args: argparse.Namespace) -> str | Path:
+    """Where the cache is: ``--db-url`` or ``--db-path``, else ``$TRADING_CACHE_URL``, else
+    ``$TRADING_CACHE_DB`` (:func:`~cachelib.store.default_db_path`)."""
     # An explicit empty --db-path is an error (the store says so), not the default path.
-    path = default_db_path() if args.db_path is None else args.db_path
-    return TradingCacheManager(path, create=create)
+    if args.db_url is not None:
+        return args.db_url
+    return default_db_path() if args.db_path is None else args.db_path
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> TradingCacheManager:
+    """The cache at :func:`_location`. Only ``create=True`` (``migrate-legacy``) may create one:
+    every other command on a missing cache fails with "no cache at PATH" and creates nothing, so
+    a mistyped ``--db-path``/``--db-url`` or environment variable is reported, not silently emptied."""
+    return TradingCacheManager(_location(args), create=create)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -353,9 +373,10 @@ def _bars(cache: TradingCacheManager, args: argparse.Namespace) -> pd.DataFrame 
     return frame
 
 
-def _output_target(output: str, db_path: Path, force: bool) -> Path:
-    """Where ``--output`` really writes (symlinks resolved), after refusing the database and its
-    sidecars, a directory, a missing folder and (without ``--force``) an existing file."""
+def _output_target(output: str, db_path: Path | None, force: bool) -> Path:
+    """Where ``--output`` really writes (symlinks resolved), after refusing the database file
+    ``db_path`` (``None``: the cache is no file) and its sidecars, a directory, a missing folder
+    and (without ``--force``) an existing file."""
     if not output.strip():
         raise ValueError("--output is empty; give a file name")
     with contextlib.suppress(OSError):
@@ -365,7 +386,7 @@ def _output_target(output: str, db_path: Path, force: bool) -> Path:
             # database (a regular file), and its resolved name (pipe:[...]) cannot be opened.
             return Path(output)
     target = Path(os.path.realpath(output))
-    for protected in database_files(db_path):
+    for protected in database_files(db_path) if db_path is not None else ():
         same = target == protected
         with contextlib.suppress(OSError):  # also a hard link or a case-insensitive file system
             same = same or (target.exists() and protected.exists() and target.samefile(protected))
@@ -409,7 +430,11 @@ def _write_atomically(target: Path, text: str) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with _open(args) as cache:
-        target = None if args.output is None else _output_target(args.output, cache.db_path, args.force)
+        target = None
+        if args.output is not None:
+            # Only a SQLite cache is a file that --output could overwrite (PostgreSQL: a URL).
+            db_file = cache.db_path if isinstance(cache.db_path, Path) else None
+            target = _output_target(args.output, db_file, args.force)
         frame = _bars(cache, args)
     records = [] if frame is None else _records(frame)
     buffer = io.StringIO()
@@ -586,6 +611,195 @@ def cmd_migrate_legacy(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# copy: a whole cache from one engine to another
+# ---------------------------------------------------------------------------
+
+#: Rows per ``INSERT`` batch (and per read of the source): memory stays flat however big the cache.
+COPY_BATCH_ROWS = 5000
+#: The cache's tables, parents first: the order ``copy`` fills them in.
+COPY_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = tuple((name, key) for name, _body, key in PG_TABLES)
+
+
+class CopyMismatchError(ValueError):
+    """The destination's row counts differ from the source's after a copy (it was rolled back)."""
+
+
+def _same_cache(src: TradingCacheManager, destination: str | Path) -> bool:
+    """Whether ``destination`` names the already opened cache ``src`` (PostgreSQL: the same URL
+    up to its password; SQLite: the same file, also through a symlink or hard link)."""
+    if is_postgres_url(destination) or not isinstance(src.db_path, Path):
+        return is_postgres_url(destination) and redact_url(str(destination)) == src.db_path
+    target = sqlite_path(destination)
+    with contextlib.suppress(OSError):
+        return target.resolve() == src.db_path or (target.exists() and target.samefile(src.db_path))
+    return False
+
+
+def _begin_snapshot(cache: TradingCacheManager) -> None:
+    """Read the source in one snapshot: rows written meanwhile (a sync running) are neither half
+    copied nor counted."""
+    if isinstance(cache.db_path, Path):
+        cache.conn.execute("BEGIN")  # SQLite (WAL): the snapshot starts at the first read
+    else:
+        cache.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def _batches(conn: Any, table: str, columns: Sequence[str], key: tuple[str, ...],
+             batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``table`` in primary-key order, ``batch_rows`` at a time: each batch is the
+    next ``LIMIT`` after the last key seen (no engine-specific cursor, nothing held in memory)."""
+    positions = [columns.index(k) for k in key]
+    select = f"SELECT {', '.join(columns)} FROM {table}"
+    order = f" ORDER BY {', '.join(key)} LIMIT ?"
+    after = f" WHERE ({', '.join(key)}) > ({', '.join('?' * len(key))})"
+    rows = [tuple(r) for r in conn.execute(select + order, (batch_rows,)).fetchall()]
+    while rows:
+        yield rows
+        if len(rows) < batch_rows:
+            return
+        last = [rows[-1][i] for i in positions]
+        rows = [tuple(r) for r in conn.execute(select + after + order, (*last, batch_rows)).fetchall()]
+
+
+def copy_cache(source: str | Path, destination: str | Path, *, batch_rows: int = COPY_BATCH_ROWS,
+               progress: bool = False) -> dict[str, int]:
+    """Copy every table of the cache at ``source`` into the empty (or new) cache at
+    ``destination``, on either engine, in one transaction on the destination; returns the rows
+    copied per table.
+
+    Keys and values are copied as stored (series ids, float bits, NULLs, chunk bytes). At the end
+    the destination's row counts must equal the source's (read in one snapshot), else everything
+    is rolled back (:class:`CopyMismatchError`). A destination holding any row is refused, and so
+    is the source itself. ``progress`` shows a bar of rows on stderr.
+
+    >>> copy_cache(".cache/trading_cache.db", "postgresql://analyst@db.internal/cache")  # doctest: +SKIP
+    {'series': 12, 'bars': 30240, ...}
+    """
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"--batch-size must be a whole number of rows >= 1, got {batch_rows!r}")
+    with TradingCacheManager(source, create=False, read_only=True) as src:
+        if _same_cache(src, destination):
+            raise ValueError(f"SRC and DST are the same cache ({src.db_path}): name another destination")
+        with TradingCacheManager(destination) as dst:
+            _begin_snapshot(src)
+            try:
+                return _copy_tables(src, dst, batch_rows, progress)
+            finally:
+                with contextlib.suppress(Exception):
+                    src.conn.execute("ROLLBACK")  # the read snapshot: nothing to keep
+
+
+def _copy_tables(src: TradingCacheManager, dst: TradingCacheManager, batch_rows: int,
+                 progress: bool) -> dict[str, int]:
+    read = src.conn
+    counts = {t: int(read.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t, _key in COPY_TABLES}
+    with dst.atomic() as write:
+        occupied = {t: n for t, _key in COPY_TABLES
+                    if (n := int(write.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]))}
+        if occupied:
+            held = ", ".join(f"{n:,} in {t}" for t, n in occupied.items())
+            raise ValueError(
+                f"DST {dst.db_path} is not empty (rows: {held}): copy writes only into a new or empty "
+                "cache, so nothing was written; name a new file or schema, or empty this one first "
+                "(SQLite: delete the file; PostgreSQL: DROP SCHEMA <its schema> CASCADE)"
+            )
+        bar = _progress_bar(sum(counts.values()), progress)
+        try:
+            for table, key in COPY_TABLES:
+                bar.set_description(table)
+                # The destination's column names, read from its own table: the column order of a
+                # migrated SQLite file may differ from a new cache's.
+                columns = [d[0] for d in write.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+                for rows in _batches(read, table, columns, key, batch_rows):
+                    write.executemany(insert, rows)
+                    bar.update(len(rows))
+        finally:
+            bar.close()
+        if not isinstance(dst.db_path, Path):
+            # Series ids were copied as they are: the next new series must get a higher one.
+            write.execute("SELECT setval(pg_get_serial_sequence('series', 'series_id'), max(series_id)) "
+                          "FROM series")
+        copied = {t: int(write.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t, _key in COPY_TABLES}
+        if copied != counts:
+            differ = ", ".join(f"{t}: {counts[t]:,} in SRC, {copied[t]:,} in DST"
+                               for t in counts if counts[t] != copied[t])
+            raise CopyMismatchError(f"row counts differ after the copy ({differ}): rolled back, DST "
+                                    "is as it was")
+    return copied
+
+
+class _NoBar:
+    """Stands in for a progress bar when none is shown."""
+
+    def set_description(self, text: str) -> None: ...
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A progress bar of rows on stderr (tqdm), or a silent stand-in."""
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs on the index
+
+    return tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.2)
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    show = args.progress
+    if show is None:  # auto: a person is watching stderr
+        show = not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+    counts = copy_cache(args.source, args.destination, batch_rows=args.batch_size, progress=show)
+    # The opened caches' own names for the locations (resolved path / URL without its password).
+    src_name = _shown(args.source)
+    dst_name = _shown(args.destination)
+    total = sum(counts.values())
+    if args.json:
+        _dump_json({"source": src_name, "destination": dst_name, "rows": total, "tables": counts}, sys.stdout)
+    elif not args.quiet:
+        print(_table([(t, f"{n:,}") for t, n in counts.items()], ("table", "rows")))
+        print(f"Copied {total:,} rows from {src_name} to {dst_name} (row counts verified)")
+    return 0
+
+
+def _shown(location: str | Path) -> str:
+    """A location as messages print it: a URL without its password, a file path as given."""
+    text = str(location)
+    return redact_url(text) if is_postgres_url(text) else text
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor``: check the cache's data (:mod:`cachelib.doctor`); exit 1 on an error, and
+    on a warning too with ``--strict``."""
+    from .doctor import diagnose, location_option, sessions_text
+
+    command = "cache-manager"  # repair lines name the cache this run was given
+    if args.db_url is not None or args.db_path is not None:
+        command += " " + location_option(args.db_url if args.db_url is not None else args.db_path)
+    with TradingCacheManager(_location(args), create=False, read_only=True) as cache:
+        report = diagnose(cache, command=command)
+    if args.json:
+        _dump_json(report.to_dict(args.strict), sys.stdout)
+        return report.exit_code(args.strict)
+    counts = report.counts
+    print(f"Checked {report.series_checked:,} series and {report.option_snapshots_checked:,} option "
+          f"snapshots on {report.engine}; integrity: {report.integrity}")
+    if report.findings:
+        rows = [(f.severity, f.check, str(f.series or "-"), sessions_text(f.sessions), f.message)
+                for f in report.findings]
+        print(_table(rows, ("severity", "check", "series", "sessions", "problem")))
+        repairs = [f.repair for f in report.findings if f.repair]
+        if repairs:
+            print("\nRepair:")
+            print("\n".join(f"  {line}" for line in dict.fromkeys(repairs)))
+    print(f"{counts['error']} error(s), {counts['warning']} warning(s)"
+          + (" (warnings fail with --strict)" if args.strict and counts["warning"] else ""))
+    return report.exit_code(args.strict)
+
+
+# ---------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------
 
@@ -598,7 +812,16 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--db-path",
         metavar="PATH",
         default=default if suppress else None,
-        help="the cache database (default: $TRADING_CACHE_DB, else .cache/trading_cache.db)",
+        help="the cache's SQLite file (default: $TRADING_CACHE_URL, else $TRADING_CACHE_DB, else "
+        ".cache/trading_cache.db)",
+    )
+    parser.add_argument(
+        "--db-url",
+        metavar="URL",
+        default=default if suppress else None,
+        help="the cache as a URL: postgresql://user@host/dbname (a team's shared cache; the "
+        "password may come from PGPASSWORD) or sqlite:///path/to/file.db; overrides "
+        "$TRADING_CACHE_URL; not together with --db-path",
     )
     parser.add_argument(
         "--json",
@@ -644,8 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cache-manager",
         description=textwrap.fill(
-            "Inspect and maintain the cachelib SQLite market-data cache. Only migrate-legacy "
-            "creates a cache; every other command on a missing --db-path says 'no cache at PATH'.",
+            "Inspect, maintain and copy the cachelib market-data cache (a SQLite file, or PostgreSQL "
+            "with --db-url). Only migrate-legacy creates a cache (and copy its DST); every other "
+            "command on a missing cache says 'no cache at PATH'.",
             78,
         ),
         epilog=_epilog(),
@@ -694,11 +918,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up to this day (YYYY-MM-DD, the whole session) or time (naive = New York time)")
     p.add_argument("--asset-type", default=None, type=_asset_type, help="only this asset type (default: all)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p = add("copy", cmd_copy,
+            "copy a whole cache to an empty or new one, on either engine (SQLite <-> PostgreSQL), all or "
+            "nothing, and verify the row counts")
+    p.add_argument("source", metavar="SRC", help="the cache to copy: a SQLite file or a postgresql:// URL")
+    p.add_argument("destination", metavar="DST",
+                   help="an empty or new cache (created if missing): a file, sqlite:/// or postgresql:// URL")
+    p.add_argument("--batch-size", type=int, default=COPY_BATCH_ROWS, metavar="ROWS",
+                   help=f"rows per batch read and written (default {COPY_BATCH_ROWS})")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr (default: only when stderr is a terminal)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+    p = add("doctor", _cmd_doctor,
+            "check the cached data: missing sessions, expired rows, bad bars, outliers, option chains "
+            "without greeks, database integrity; exit 1 on an error")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     p = add("migrate-legacy", cmd_migrate_legacy,
             "import the deprecated JSON file cache (.cache/market_data); creates the cache if needed")
     p.add_argument("directory", metavar="DIR", help="directory of SYMBOL_START_END_SOURCE.json files")
     p.add_argument("--dry-run", action="store_true", help="validate every file, write nothing")
     return parser
+
+
+_URL_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _check_location(args: argparse.Namespace) -> None:
+    """``--db-path`` and ``--db-url`` together, or a ``--db-url`` that is no URL, is a usage
+    error (exit 2); ``copy`` names its caches itself."""
+    if args.db_url is not None and args.db_path is not None:
+        args.parser.error("--db-path and --db-url both given: pick one (--db-path for a SQLite file, "
+                          "--db-url for a postgresql:// or sqlite:/// URL)")
+    if args.db_url is not None and not _URL_PREFIX.match(args.db_url.strip()):
+        # Not echoed: a mistyped URL may still hold a password.
+        args.parser.error("--db-url is not a URL: write postgresql://user@host/dbname or "
+                          "sqlite:///path/to/file.db, or give a file with --db-path")
+    if args.command == "copy" and (args.db_url is not None or args.db_path is not None):
+        args.parser.error("copy takes its caches as SRC and DST: drop --db-path/--db-url")
 
 
 def _check_range(args: argparse.Namespace) -> None:
@@ -718,10 +974,42 @@ def _check_range(args: argparse.Namespace) -> None:
             args.parser.error(f"--start {_show(start)} is after --end {_show(end)}")
 
 
-def _say(message: str) -> None:
-    """One line on stderr; a closed stderr is not worth a traceback."""
+def _say(message: str, secrets: Sequence[str] = ()) -> None:
+    """One line on stderr, with every URL redacted and ``secrets`` masked; a closed stderr is
+    not worth a traceback."""
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), _one_line(message))
+    for secret in secrets:
+        text = text.replace(secret, "***")
     with contextlib.suppress(OSError, ValueError):
-        print(_one_line(message), file=sys.stderr)
+        print(text, file=sys.stderr)
+
+
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def _secrets(args: argparse.Namespace | None) -> list[str]:
+    """The passwords in the locations this run was given (flags, SRC/DST, $TRADING_CACHE_URL):
+    masked in any message, whatever library wrote it."""
+    locations = [os.environ.get("TRADING_CACHE_URL", "")]
+    if args is not None:
+        locations += [str(getattr(args, name, None) or "") for name in ("db_url", "db_path", "source", "destination")]
+    found = []
+    for location in locations:
+        if not is_postgres_url(location):
+            continue
+        with contextlib.suppress(ValueError):
+            parts = urllib.parse.urlsplit(location)
+            found.append(urllib.parse.unquote(parts.password or ""))
+            found.append(parts.password or "")
+            found += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() in ("password", "sslpassword")]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """A PostgreSQL driver error (psycopg is imported only when a PostgreSQL cache is opened,
+    so one that is not imported cannot have raised)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 def _quiet_stdout() -> None:
@@ -759,10 +1047,16 @@ def _complete_writes() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cache-manager`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code
     (:data:`EXIT_CODES`)."""
+    args: argparse.Namespace | None = None
+    # The pool's own retries would print warnings next to our one error line.
+    pool_log = logging.getLogger("psycopg.pool")
+    if not pool_log.handlers:
+        pool_log.addHandler(logging.NullHandler())
     try:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
+            _check_location(args)
             _check_range(args)
         except SystemExit as exc:  # --help, --version (0) and usage errors (2)
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
@@ -778,12 +1072,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("interrupted")
         return _EXIT_INTERRUPTED
     except _Abort as exc:
-        _say(str(exc))
+        _say(str(exc), _secrets(args))
         return _EXIT_ERROR
     except (_Error, ValueError, sqlite3.Error, OSError) as exc:  # DatabaseFileError is a ValueError
-        _say(f"error: {exc}")
+        _say(f"error: {exc}", _secrets(args))
         return _EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+        if _is_database_error(exc):  # e.g. a constraint or a server-side error on PostgreSQL
+            _say(f"error: PostgreSQL: {exc}", _secrets(args))
+            return _EXIT_ERROR
         _say(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in cachelib: please "
-             "report it with the command you ran)")
+             "report it with the command you ran)", _secrets(args))
         return _EXIT_ERROR

@@ -9,10 +9,10 @@ from the public record; the prices are made up).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_support import at, shown
 
 from cachelib.cli import build_parser, main
 from cachelib.store import TradingCacheManager
@@ -37,15 +37,15 @@ NVDA = pd.DataFrame(
 
 
 @pytest.fixture
-def db(tmp_path) -> Path:
-    path = tmp_path / "cache.db"
-    with TradingCacheManager(path) as cache:
+def db(cache_url) -> str:
+    """The cache, once per engine (a SQLite file, a PostgreSQL schema)."""
+    with TradingCacheManager(cache_url) as cache:
         cache.store_corporate_actions(ACTIONS, source="alpaca", fetched_at=FETCHED)
         cache.set("NVDA", NVDA, source="alpaca", feed="sip")
-    return path
+    return cache_url
 
 
-def run(capsys, *argv: str | Path) -> tuple[int, str, str]:
+def run(capsys, *argv: object) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -55,7 +55,7 @@ def run(capsys, *argv: str | Path) -> tuple[int, str, str]:
 
 
 def test_actions_table_lists_a_symbols_actions_by_ex_date(capsys, db):
-    code, out, err = run(capsys, "--db-path", db, "actions", "nvda")
+    code, out, err = run(capsys, *at(db), "actions", "nvda")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "ex_date     symbol  action         ratio  amount  new_symbol  source  fetched (UTC)",
@@ -68,7 +68,7 @@ def test_actions_table_lists_a_symbols_actions_by_ex_date(capsys, db):
 
 
 def test_actions_range_and_json(capsys, db):
-    code, out, err = run(capsys, "--db-path", db, "actions", "NVDA", "--start", "2024-06-01", "--end",
+    code, out, err = run(capsys, *at(db), "actions", "NVDA", "--start", "2024-06-01", "--end",
                          "2024-06-10", "--json")
     assert (code, err) == (0, "")
     assert json.loads(out) == [{
@@ -78,29 +78,33 @@ def test_actions_range_and_json(capsys, db):
 
 
 def test_actions_of_a_reverse_split_and_of_a_new_symbol(capsys, db):
-    code, out, _ = run(capsys, "--db-path", db, "actions", "XYZ")
+    code, out, _ = run(capsys, *at(db), "actions", "XYZ")
     assert code == 0
     assert out.splitlines()[2] == "2024-02-01  XYZ     reverse_split    0.1" + " " * 22 + "alpaca  2024-06-12 14:00"
     # A name change is filed under the old symbol and listed for the new one too.
-    code, out, _ = run(capsys, "--db-path", db, "actions", "META", "--json")
+    code, out, _ = run(capsys, *at(db), "actions", "META", "--json")
     assert [(r["symbol"], r["action_type"], r["ex_date"], r["new_symbol"]) for r in json.loads(out)] == [
         ("FB", "name_change", "2022-06-09", "META")]
 
 
 def test_actions_with_nothing_cached_says_so_and_exits_0(capsys, db):
-    code, out, err = run(capsys, "--db-path", db, "actions", "SPY")
+    code, out, err = run(capsys, *at(db), "actions", "SPY")
     assert (code, out, err) == (0, "", "No corporate actions cached for SPY\n")
-    code, out, err = run(capsys, "--db-path", db, "actions", "NVDA", "--source", "demo", "--start", "2024-01-01",
+    code, out, err = run(capsys, *at(db), "actions", "NVDA", "--source", "demo", "--start", "2024-01-01",
                          "--end", "2024-12-31", "--json")
     assert (code, json.loads(out)) == (0, [])
     assert err == "No corporate actions cached for NVDA from demo in 2024-01-01 .. 2024-12-31\n"
 
 
-def test_actions_on_a_missing_cache_creates_nothing(capsys, tmp_path):
-    missing = tmp_path / "nope.db"
-    code, out, err = run(capsys, "--db-path", missing, "actions", "NVDA")
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_actions_on_a_missing_cache_creates_nothing(capsys, tmp_path, request, engine):
+    missing = str(tmp_path / "nope.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
+    code, out, err = run(capsys, *at(missing), "actions", "NVDA")
     assert (code, out) == (1, "")
-    assert err.startswith("error: no cache at ") and not missing.exists()
+    assert err.startswith(f"error: no cache at {shown(missing)}; ")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no cache at"):  # nothing created on the server either
+        TradingCacheManager(missing, create=False)
 
 
 @pytest.mark.parametrize("argv", [
@@ -113,7 +117,7 @@ def test_actions_on_a_missing_cache_creates_nothing(capsys, tmp_path):
     ["actions", "NVDA", "--source", ""],
 ])
 def test_actions_usage_errors_exit_2(capsys, db, argv):
-    code, out, err = run(capsys, "--db-path", db, *argv)
+    code, out, err = run(capsys, *at(db), *argv)
     assert (code, out) == (2, "")
     assert "Traceback" not in err and "usage: cache-manager actions" in err
 
@@ -128,19 +132,19 @@ def closes(out: str) -> list[float]:
 
 
 def test_query_is_raw_by_default(capsys, db):
-    code, out, _ = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--json")
+    code, out, _ = run(capsys, *at(db), "query", "NVDA", *WEEK, "--json")
     assert (code, closes(out)) == (0, [1210.0, 1200.0, 122.0, 123.0])
 
 
 def test_query_split_adjusted_as_of_before_and_after_the_ex_date(capsys, db):
-    code, out, _ = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--adjustment", "split",
+    code, out, _ = run(capsys, *at(db), "query", "NVDA", *WEEK, "--adjustment", "split",
                        "--as-of", "2024-06-10", "--json")
     assert code == 0
     records = json.loads(out)
     assert [r["close"] for r in records] == [121.0, 120.0, 122.0, 123.0]
     assert [r["volume"] for r in records] == [400_000_000, 300_000_000, 300_000_000, 310_000_000]
     # As a user saw it on 2024-06-07, before the split: the raw prices.
-    code, out, _ = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--adjustment", "split",
+    code, out, _ = run(capsys, *at(db), "query", "NVDA", *WEEK, "--adjustment", "split",
                        "--as-of", "2024-06-07", "--json")
     assert (code, closes(out)) == (0, [1210.0, 1200.0, 122.0, 123.0])
 
@@ -148,7 +152,7 @@ def test_query_split_adjusted_as_of_before_and_after_the_ex_date(capsys, db):
 def test_query_table_with_all_adjustments(capsys, db):
     # as of 2024-06-11: split 10 for the bars before 06-10; dividend 0.01 ex 06-11 on a raw
     # close of 122 the session before -> factor 1 - 0.01/122 on the bars before 06-11.
-    code, out, err = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--adjustment", "all",
+    code, out, err = run(capsys, *at(db), "query", "NVDA", *WEEK, "--adjustment", "all",
                          "--as-of", "2024-06-11", "--json")
     assert (code, err) == (0, "")
     factor = 1 - 0.01 / 122.0
@@ -156,7 +160,7 @@ def test_query_table_with_all_adjustments(capsys, db):
 
 
 def test_export_csv_split_adjusted(capsys, db):
-    code, out, _ = run(capsys, "--db-path", db, "export", "NVDA", *WEEK, "--format", "csv",
+    code, out, _ = run(capsys, *at(db), "export", "NVDA", *WEEK, "--format", "csv",
                        "--adjustment", "split", "--as-of", "2024-06-11")
     assert code == 0
     rows = out.splitlines()
@@ -165,9 +169,9 @@ def test_export_csv_split_adjusted(capsys, db):
 
 
 def test_query_by_feed(capsys, db):
-    code, out, _ = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--feed", "SIP", "--json")
+    code, out, _ = run(capsys, *at(db), "query", "NVDA", *WEEK, "--feed", "SIP", "--json")
     assert (code, len(json.loads(out))) == (0, 4)
-    code, out, err = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--feed", "iex")
+    code, out, err = run(capsys, *at(db), "query", "NVDA", *WEEK, "--feed", "iex")
     assert (code, out) == (0, "")
     assert err == "No cached 1Day bars for NVDA (feed iex) in 2024-06-06 .. 2024-06-11\n"
 
@@ -184,7 +188,7 @@ def test_query_by_feed(capsys, db):
 ])
 @pytest.mark.parametrize("command", ["query", "export"])
 def test_malformed_adjustment_as_of_and_feed_are_usage_errors(capsys, db, command, argv):
-    code, out, err = run(capsys, "--db-path", db, command, "NVDA", *WEEK, *argv)
+    code, out, err = run(capsys, *at(db), command, "NVDA", *WEEK, *argv)
     assert (code, out) == (2, "")
     assert f"usage: cache-manager {command}" in err and "Traceback" not in err
     assert argv[0] in err
@@ -203,6 +207,6 @@ def test_help_documents_the_new_flags():
 @pytest.mark.parametrize(("as_of", "expected"), [("9999-12-31", [121.0, 120.0, 122.0, 123.0]),
                                                  ("0001-01-01", [1210.0, 1200.0, 122.0, 123.0])])
 def test_as_of_at_the_ends_of_the_calendar(capsys, db, as_of, expected):
-    code, out, err = run(capsys, "--db-path", db, "query", "NVDA", *WEEK, "--adjustment", "split",
+    code, out, err = run(capsys, *at(db), "query", "NVDA", *WEEK, "--adjustment", "split",
                          "--as-of", as_of, "--json")
     assert (code, err, closes(out)) == (0, "", expected)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_support import at, files_of, shown
+from pg_fixtures import engine_of
 
 from cachelib.bars import parse_timeframe
 from cachelib.cli import build_parser, main
@@ -42,11 +44,19 @@ JANUARY = ("--start", "2024-01-01", "--end", "2024-01-31")
 
 @pytest.fixture
 def db(tmp_path) -> Path:
-    """A cache holding 2 daily SPY bars."""
+    """A SQLite cache holding 2 daily SPY bars (for what only a file has: its bytes, sidecars)."""
     path = tmp_path / "cache.db"
     with TradingCacheManager(path) as cache:
         cache.set("SPY", SPY, source="alpaca")
     return path
+
+
+@pytest.fixture
+def any_db(cache_url) -> str:
+    """A cache holding 2 daily SPY bars, once per engine (pass it with ``*at(any_db)``)."""
+    with TradingCacheManager(cache_url) as cache:
+        cache.set("SPY", SPY, source="alpaca")
+    return cache_url
 
 
 def run(capsys, *argv: str | Path) -> tuple[int, str, str]:
@@ -59,7 +69,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def closes(path: Path) -> list[float]:
+def closes(path) -> list[float]:
     with TradingCacheManager(path) as cache:
         frame = cache.get("SPY", "2024-01-01", "2024-01-31")
     return [] if frame is None else frame["close"].tolist()
@@ -120,44 +130,47 @@ def test_export_onto_the_live_wal_of_an_open_cache_is_refused(capsys, db, tmp_pa
     assert closes(db) == [7.0, 8.0]
 
 
-def test_an_existing_output_file_is_replaced_only_with_force(capsys, db, tmp_path):
+def test_an_existing_output_file_is_replaced_only_with_force(capsys, any_db, tmp_path):
+    db = any_db
     target = tmp_path / "spy.json"
     target.write_text("my notes\n")
     os.chmod(target, 0o640)
-    code, out, err = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", target)
+    code, out, err = run(capsys, *at(db), "export", "SPY", *JANUARY, "--output", target)
     assert (code, out, err) == (1, "", f"error: {target} exists; pass --force to overwrite\n")
     assert target.read_text() == "my notes\n"
 
-    code, out, err = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", target, "--force")
+    code, out, err = run(capsys, *at(db), "export", "SPY", *JANUARY, "--output", target, "--force")
     assert (code, out, err) == (0, f"Wrote 2 bars to {target}\n", "")
     assert target.read_text() == SPY_JSON
     assert oct(target.stat().st_mode & 0o777) == "0o640"  # the replaced file's permissions are kept
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.db", "spy.json"]  # no temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*files_of(db), "spy.json"]  # no temporary file
 
 
-def test_export_writes_through_a_symlink_to_another_file(capsys, db, tmp_path):
+def test_export_writes_through_a_symlink_to_another_file(capsys, any_db, tmp_path):
     real = tmp_path / "real.json"
     real.write_text("old\n")
     (tmp_path / "link.json").symlink_to(real)
-    code, _, _ = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", tmp_path / "link.json",
+    code, _, _ = run(capsys, *at(any_db), "export", "SPY", *JANUARY, "--output", tmp_path / "link.json",
                      "--force")
     assert code == 0
     assert (tmp_path / "link.json").is_symlink()
     assert real.read_text() == SPY_JSON
 
 
-def test_export_output_in_a_missing_folder_or_onto_a_folder_is_an_error(capsys, db, tmp_path):
-    code, _, err = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", tmp_path / "no" / "x.json")
+def test_export_output_in_a_missing_folder_or_onto_a_folder_is_an_error(capsys, any_db, tmp_path):
+    db = any_db
+    code, _, err = run(capsys, *at(db), "export", "SPY", *JANUARY, "--output", tmp_path / "no" / "x.json")
     assert (code, err) == (1, f"error: cannot write --output {tmp_path / 'no' / 'x.json'}: folder "
                               f"{tmp_path / 'no'} does not exist\n")
-    code, _, err = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", tmp_path, "--force")
+    code, _, err = run(capsys, *at(db), "export", "SPY", *JANUARY, "--output", tmp_path, "--force")
     assert (code, err) == (1, f"error: --output {tmp_path} is a directory; give a file name\n")
-    code, _, err = run(capsys, "--db-path", db, "export", "SPY", *JANUARY, "--output", " ")
+    code, _, err = run(capsys, *at(db), "export", "SPY", *JANUARY, "--output", " ")
     assert (code, err) == (1, "error: --output is empty; give a file name\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == files_of(db)
 
 
-def test_a_failed_export_leaves_the_old_file_whole_and_no_temporary_file(db, tmp_path):
+def test_a_failed_export_leaves_the_old_file_whole_and_no_temporary_file(any_db, tmp_path):
+    db = any_db
     with TradingCacheManager(db) as cache:  # ~1,000 bars: about 200 kB of JSON
         cache.set("IWM", pd.DataFrame(
             {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0},
@@ -173,7 +186,7 @@ def test_a_failed_export_leaves_the_old_file_whole_and_no_temporary_file(db, tmp
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
     result = subprocess.run(
-        [*command(), "--db-path", str(db), "export", "IWM", "--start", "2020-01-01", "--end", "2024-12-31",
+        [*command(), *at(db), "export", "IWM", "--start", "2020-01-01", "--end", "2024-12-31",
          "--output", str(target), "--force"],
         capture_output=True, text=True, timeout=120, preexec_fn=small_files,
     )
@@ -181,7 +194,7 @@ def test_a_failed_export_leaves_the_old_file_whole_and_no_temporary_file(db, tmp
     assert result.stdout == ""
     assert result.stderr == f"error: cannot write --output {target}: File too large (the file was not changed)\n"
     assert target.read_text() == "the previous export\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.db", "iwm.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*files_of(db), "iwm.json"]
 
 
 # -- 2. read-only and maintenance commands never create a cache -----------------------------------
@@ -212,6 +225,22 @@ def test_a_mistyped_trading_cache_db_is_reported_and_nothing_is_created(capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("how", ["--db-url", "TRADING_CACHE_URL"])
+def test_a_postgresql_url_without_a_cache_is_reported_and_nothing_is_created(capsys, pg_url, monkeypatch,
+                                                                            tmp_path, argv, how):
+    monkeypatch.setenv("TRADING_CACHE_DB", str(tmp_path / "file.db"))  # the URL wins over it
+    if how == "TRADING_CACHE_URL":
+        monkeypatch.setenv("TRADING_CACHE_URL", pg_url)
+    code, out, err = run(capsys, *(["--db-url", pg_url] if how == "--db-url" else []), *argv)
+    assert (code, out) == (1, "")
+    assert err == (f"error: no cache at {shown(pg_url)}; check --db-url / TRADING_CACHE_URL (nothing was "
+                   "created), or run a command that writes, such as sync, to create it\n")
+    with pytest.raises(ValueError, match="no cache at"):  # the schema is still empty
+        TradingCacheManager(pg_url, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_empty_db_path_is_an_error_not_the_default_cache(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "--db-path", "", "stats")
@@ -220,38 +249,40 @@ def test_an_empty_db_path_is_an_error_not_the_default_cache(capsys, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
-def test_migrate_legacy_still_creates_the_cache(capsys, tmp_path):
+def test_migrate_legacy_still_creates_the_cache(capsys, tmp_path, cache_url):
     legacy = tmp_path / "market_data"
     legacy.mkdir()
     (legacy / "SPY_2024-01-02_2024-01-02_alpaca.json").write_text(json.dumps({
         "metadata": {"symbol": "SPY", "source": "alpaca"},
         "data": [{"date": "2024-01-02", "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10}],
     }))
-    path = tmp_path / "new" / "cache.db"
-    code, out, _ = run(capsys, "--db-path", path, "migrate-legacy", legacy)
+    path = str(tmp_path / "new" / "cache.db") if engine_of(cache_url) == "sqlite" else cache_url
+    code, out, _ = run(capsys, *at(path), "migrate-legacy", legacy)
     assert code == 0 and out.splitlines()[-1] == "1 files seen, 1 imported (1 bars), 0 failed"
-    assert path.is_file()
+    with TradingCacheManager(path, create=False) as cache:
+        assert cache.count_bars("SPY") == 1
 
 
 # -- 3. exit codes ------------------------------------------------------------------------------
 
 
-def test_nothing_matched_exits_0_with_a_message_on_stderr(capsys, db):
-    assert run(capsys, "--db-path", db, "query", "ZZZ", *JANUARY) == (
+def test_nothing_matched_exits_0_with_a_message_on_stderr(capsys, any_db):
+    db = any_db
+    assert run(capsys, *at(db), "query", "ZZZ", *JANUARY) == (
         0, "", "No cached 1Day bars for ZZZ in 2024-01-01 .. 2024-01-31\n")
-    assert run(capsys, "--db-path", db, "query", "ZZZ", *JANUARY, "--json") == (
+    assert run(capsys, *at(db), "query", "ZZZ", *JANUARY, "--json") == (
         0, "[]\n", "No cached 1Day bars for ZZZ in 2024-01-01 .. 2024-01-31\n")
-    assert run(capsys, "--db-path", db, "export", "ZZZ", *JANUARY) == (
+    assert run(capsys, *at(db), "export", "ZZZ", *JANUARY) == (
         0, "[]\n", "No cached 1Day bars for ZZZ in 2024-01-01 .. 2024-01-31\n")
-    assert run(capsys, "--db-path", db, "export", "ZZZ", *JANUARY, "--format", "csv") == (
+    assert run(capsys, *at(db), "export", "ZZZ", *JANUARY, "--format", "csv") == (
         0, "date,open,high,low,close,volume,vwap,trade_count\n",
         "No cached 1Day bars for ZZZ in 2024-01-01 .. 2024-01-31\n")
-    assert run(capsys, "--db-path", db, "export", "ZZZ", *JANUARY, "--format", "csv", "--timeframe", "5Min") == (
+    assert run(capsys, *at(db), "export", "ZZZ", *JANUARY, "--format", "csv", "--timeframe", "5Min") == (
         0, "timestamp,open,high,low,close,volume,vwap,trade_count\n",
         "No cached 5Min bars for ZZZ in 2024-01-01 .. 2024-01-31\n")
-    assert run(capsys, "--db-path", db, "clear", "--symbol", "ZZZ", "--json") == (
+    assert run(capsys, *at(db), "clear", "--symbol", "ZZZ", "--json") == (
         0, '{\n  "bars_deleted": 0\n}\n', "No bars match (symbol ZZZ)\n")
-    assert run(capsys, "--db-path", db, "symbols", "--asset-type", "crypto", "--json") == (
+    assert run(capsys, *at(db), "symbols", "--asset-type", "crypto", "--json") == (
         0, "[]\n", "No crypto symbols cached\n")
 
 
@@ -286,32 +317,32 @@ def test_malformed_dates_times_timeframes_and_symbols_are_usage_errors(capsys, d
     assert sha256(db) == before
 
 
-def test_an_unexpected_exception_is_one_line_with_a_hint(capsys, db, monkeypatch):
+def test_an_unexpected_exception_is_one_line_with_a_hint(capsys, any_db, monkeypatch):
     def broken(self):  # stands in for a library bug: no real input reaches this path any more
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(TradingCacheManager, "get_stats", broken)
-    code, out, err = run(capsys, "--db-path", db, "stats")
+    code, out, err = run(capsys, *at(any_db), "stats")
     assert (code, out) == (1, "")
     assert err == ("error: unexpected RuntimeError: boom second line (this is a bug in cachelib: please "
                    "report it with the command you ran)\n")
 
 
-def test_ctrl_c_exits_130(capsys, db, monkeypatch):
+def test_ctrl_c_exits_130(capsys, any_db, monkeypatch):
     def interrupted(self):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TradingCacheManager, "get_stats", interrupted)
-    assert run(capsys, "--db-path", db, "stats") == (130, "", "interrupted\n")
+    assert run(capsys, *at(any_db), "stats") == (130, "", "interrupted\n")
 
 
 # -- 4. a closed pipe ends quietly --------------------------------------------------------------
 
 
 @pytest.fixture
-def minutes_db(tmp_path) -> Path:
-    """5,000 one-minute bars: about 1 MB of JSON, far more than a pipe buffer holds."""
-    path = tmp_path / "minutes.db"
+def minutes_db(cache_url) -> str:
+    """5,000 one-minute bars: about 1 MB of JSON, far more than a pipe buffer holds (per engine)."""
+    path = cache_url
     index = pd.date_range("2024-01-02 14:30", periods=5000, freq="1min", tz="UTC")
     with TradingCacheManager(path) as cache:
         cache.set("SPY", pd.DataFrame({"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0},
@@ -328,7 +359,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(minutes_db, argv, unbu
     if unbuffered:
         env["PYTHONUNBUFFERED"] = unbuffered
     process = subprocess.Popen(
-        [*command(), "--db-path", str(minutes_db), *argv, "SPY", "--start", "2024-01-02",
+        [*command(), *at(minutes_db), *argv, "SPY", "--start", "2024-01-02",
          "--end", "2024-01-08", "--timeframe", "1Min"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
@@ -340,7 +371,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(minutes_db, argv, unbu
 
 
 def test_json_stats_into_head_in_a_shell_pipeline(minutes_db):
-    cli = shlex.join([*command(), "--db-path", str(minutes_db), "--json"])
+    cli = shlex.join([*command(), *at(minutes_db), "--json"])
     result = subprocess.run(
         ["bash", "-c", f"{cli} query SPY --start 2024-01-02 --end 2024-01-08 --timeframe 1Min | head -2; "
                        f"{cli} stats | head -1"],
@@ -354,10 +385,10 @@ def test_json_stats_into_head_in_a_shell_pipeline(minutes_db):
 
 
 @pytest.fixture
-def hours_db(tmp_path) -> Path:
+def hours_db(cache_url) -> str:
     """Hourly SPY bars at known UTC instants around Black Friday 2026 (New York = UTC-5) and
     1 July 2026 (New York = UTC-4)."""
-    path = tmp_path / "hours.db"
+    path = cache_url
     index = pd.DatetimeIndex([
         "2026-11-27 04:00",  # 23:00 New York on Nov 26
         "2026-11-27 15:00",  # 10:00 New York
@@ -372,8 +403,8 @@ def hours_db(tmp_path) -> Path:
     return path
 
 
-def query_times(capsys, db: Path, start: str, end: str) -> list[str]:
-    code, out, _ = run(capsys, "--db-path", db, "--json", "query", "SPY", "--timeframe", "1Hour",
+def query_times(capsys, db: str, start: str, end: str) -> list[str]:
+    code, out, _ = run(capsys, *at(db), "--json", "query", "SPY", "--timeframe", "1Hour",
                        "--start", start, "--end", end)
     assert code == 0
     return [r["timestamp"] for r in json.loads(out)]
@@ -396,7 +427,7 @@ def test_times_without_an_offset_are_new_york_times(capsys, hours_db, start, end
 
 
 def test_clear_reads_naive_times_as_new_york_time_too(capsys, hours_db):
-    code, out, _ = run(capsys, "--db-path", hours_db, "clear", "--timeframe", "1Hour",
+    code, out, _ = run(capsys, *at(hours_db), "clear", "--timeframe", "1Hour",
                        "--start", "2026-11-27T10:00", "--end", "2026-11-27T10:00", "--yes")
     assert (code, out) == (0, "Deleted 1 bars\n")
     assert query_times(capsys, hours_db, "2026-11-27", "2026-11-27") == [
@@ -464,7 +495,7 @@ def test_export_to_dev_stdout_into_a_pipe(minutes_db):
     """``--output /dev/stdout`` resolves to ``pipe:[...]`` when stdout is a pipe: it is streamed
     into, not refused as a missing file."""
     result = subprocess.run(
-        [*command(), "--db-path", str(minutes_db), "export", "SPY", "--start", "2024-01-02",
+        [*command(), *at(minutes_db), "export", "SPY", "--start", "2024-01-02",
          "--end", "2024-01-02", "--timeframe", "1Min", "--format", "csv", "--output", "/dev/stdout"],
         capture_output=True, text=True, timeout=120,
     )

@@ -113,6 +113,13 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         {"vacuum": True}, ("cachelib", "maintenance"),
     ),
     DeploymentSpec(
+        "weekly-data-quality", "flows/data_quality.py:data_quality", "0 6 * * 6",
+        "Check the cache (missing sessions, expired rows, bad bars, outliers, chains without greeks, "
+        "integrity) Saturdays at 06:00, after the week's ingests and before Sunday's vacuum; publishes "
+        "the findings with their repair commands.",
+        {}, ("cachelib", "maintenance"),
+    ),
+    DeploymentSpec(
         "replay-backfill", "flows/replay.py:replay_days", None,
         "Manual backfills: replay a range (missing minute bars are ingested first). Run with "
         "-p symbols='[\"AAPL\"]' -p start=2024-01-02 -p end=2024-03-28.",

@@ -30,13 +30,14 @@ EXPECTED = {
     "daily-pipeline": ("flows/daily_pipeline.py:daily_pipeline", "0 17 * * 1-5", {}),
     "nightly-cleanup": ("flows/maintenance.py:cache_maintenance", "0 2 * * *", {"vacuum": False}),
     "weekly-vacuum": ("flows/maintenance.py:cache_maintenance", "0 3 * * 0", {"vacuum": True}),
+    "weekly-data-quality": ("flows/data_quality.py:data_quality", "0 6 * * 6", {}),
     "replay-backfill": ("flows/replay.py:replay_days", None, {"symbols": SYMBOLS, "source": "auto"}),
 }
 # Scheduled runs that collide are cancelled (the next fire catches up); manual runs queue.
 COLLISION = {
     "intraday-bars": "CANCEL_NEW", "eod-bars": "CANCEL_NEW", "option-chains": "CANCEL_NEW",
     "daily-pipeline": "CANCEL_NEW", "nightly-cleanup": "CANCEL_NEW", "weekly-vacuum": "CANCEL_NEW",
-    "replay-backfill": "ENQUEUE",
+    "weekly-data-quality": "CANCEL_NEW", "replay-backfill": "ENQUEUE",
 }
 
 

@@ -42,7 +42,7 @@ def test_scheduler_creates_runs_for_every_scheduled_deployment(server):
     from deployments import DEPLOYMENTS, build_runner_deployments
 
     scheduled = {spec.name for spec in DEPLOYMENTS if spec.cron}
-    assert len(scheduled) == 6
+    assert len(scheduled) == 7
     with temporary_settings(updates={PREFECT_API_URL: server["url"]}):
         for deployment in build_runner_deployments():
             deployment.apply()
@@ -81,7 +81,7 @@ def test_prefect_deploy_accepts_the_yaml(server):
 
     with temporary_settings(updates={PREFECT_API_URL: server["url"]}), get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
-    assert len(deployments) == 7
+    assert len(deployments) == 8
     for d in deployments.values():
         assert d.work_pool_name == "cachelib-local"
         # $PWD was resolved by `prefect deploy`, run from the repository root.

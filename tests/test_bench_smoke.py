@@ -1,9 +1,11 @@
-"""The store benchmark runs end to end at tiny sizes and prints every figure of issue 10's table.
+"""The benchmarks run end to end at tiny sizes and print every figure of their tables (issues 10 and 12).
 
 Timings are not checked (they depend on the machine); the names and the table's shape are.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -44,4 +46,48 @@ def test_store_bench_prints_every_figure(capsys: pytest.CaptureFixture[str], tmp
     # sessions of 390 minutes: 1,770 bars.
     assert "SPY 2024, 1,770 one-minute bars" in out
     # Everything the bench wrote lives under --workdir and is removed at the end.
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- bench_engines: SQLite and PostgreSQL side by side (issue 12) ----------------------------------
+
+ENGINE_FIGURES = [
+    "get() 1 symbol x 1 month of daily bars, p50",
+    "bulk write 3 symbols x 1 year of daily bars (one set_many)",
+    "set_many 1 day x 3 symbols into existing series",
+    "bulk write 1 symbol x 1 year of 1-minute bars (1,770 bars, one set)",
+    "read 1 symbol x 1 year of 1-minute bars into a DataFrame (1,770 bars)",
+    "no-op re-sync (sync_bars, demo source, all cached), p50",
+    "aggregate write throughput, 1 writer process",
+    "aggregate write throughput, 2 writer processes",
+    "errors seen by any writer (all writer runs)",
+]
+
+
+@pytest.mark.timeout(120)
+def test_engines_bench_prints_both_engines(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from bench import bench_engines
+
+    result = bench_engines.main(["--quick", "--symbols", "3", "--queries", "20", "--writers", "1,2",
+                                 "--writer-transactions", "6", "--writer-bars", "4", "--sync-symbols", "2",
+                                 "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| figure | SQLite | PostgreSQL | PG / SQLite | target | met? |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
+    assert [row.split(" | ")[0][2:] for row in rows] == ENGINE_FIGURES
+    assert list(result["figures"]) == ENGINE_FIGURES
+    assert "Unix socket" in out and f"this machine has {os.cpu_count()} cores" in out
+    # The writers' plan, worked by hand (2024: 252 sessions, 63 windows of 4 bars): 6 transactions
+    # of 4 bars of one private series (X0-X4, X0 in windows 0,0,0,0,0,1) and of one shared
+    # series (Q((t+w) % 4), same windows).
+    # Per writer 6 private (series, window) pairs; shared pairs: writer 0 writes Q00..Q03 in
+    # window 0 and Q01 in window 1; writer 1 adds Q02 in window 1: 5 with one writer, 6 with two.
+    writers = result["writers"]  # {engine: {writer count: [one outcome per round]}}
+    for engine in ("sqlite", "postgresql"):
+        [one], [two] = writers[engine][1], writers[engine][2]
+        assert (one["expected"], one["stored"], one["rows"], one["errors"]) == ((6 + 5) * 4, 44, 6 * 8, 0)
+        assert (two["expected"], two["stored"], two["rows"], two["errors"]) == ((12 + 6) * 4, 72, 12 * 8, 0)
+    errors = result["figures"]["errors seen by any writer (all writer runs)"]
+    assert (errors["sqlite"], errors["postgresql"], errors["met"]) == (0, 0, True)
+    # Everything the bench wrote lives under --workdir (or the server's own folder) and is removed.
     assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ imported on first use, so a script that only needs the calendar never loads the 
 
 from __future__ import annotations
 
+import contextlib as _contextlib
 import importlib
 from typing import Any
 
@@ -23,6 +24,11 @@ from typing import Any
 import pandas as _pandas  # noqa: F401
 
 from cachelib import market_hours as _market_hours  # noqa: F401,E402
+
+# The PostgreSQL engine's driver (the optional ``postgres`` extra, about 80 ms) has such an
+# extension too (psycopg_binary: "datetime.date size changed"), so it is loaded now when installed.
+with _contextlib.suppress(ImportError):  # a SQLite-only install has no psycopg
+    import psycopg as _psycopg  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -6,12 +6,11 @@ functions, tested here for every branch (sessions lacking bars, skipped day, rej
 empty), with markdown-it (installed with Prefect) and its GFM table rule: each table must be a
 ``table_open`` with the expected header cells, and no text outside a table may hold a pipe.
 One end-to-end test runs the daily pipeline twice for past days on a real Prefect API and
-checks the option-chain wording against the database.
+checks the option-chain wording against the cache, on both engines.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -296,7 +295,15 @@ def test_make_run_summary_line_says_where_the_chains_are_filed():
 WED_AFTER_CLOSE = datetime(2025, 11, 26, 22, 0, tzinfo=timezone.utc)  # "today": Wednesday 2025-11-26
 
 
-def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect_harness, tmp_path, monkeypatch):
+def option_rows(db: str, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on the cache at ``db`` (either engine)."""
+    from cachelib.store import TradingCacheManager
+
+    with TradingCacheManager(db, create=False) as cache:
+        return [tuple(row) for row in cache.conn.execute(sql).fetchall()]
+
+
+def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect_harness, cache_url, monkeypatch):
     """Two backfills of past days, run the same day: both capture *today's* chain. The second
     replaces the first contract by contract, so the cache's option rows do not grow although
     the stage writes rows; the summary says so instead of contradicting the before/after table."""
@@ -311,20 +318,18 @@ def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect
     monkeypatch.setattr(_common, "now", lambda: WED_AFTER_CLOSE)
     # The demo source's quotes as of the same "today" (its clock is a constructor argument).
     monkeypatch.setattr(sources, "get_source", lambda name, **kw: DemoSource(now=WED_AFTER_CLOSE))
-    db = tmp_path / "cache.db"
+    db = cache_url
 
-    first = daily_pipeline(day=date(2025, 11, 20), symbols=["AAPL"], source="demo", db_path=str(db))
-    with sqlite3.connect(db) as conn:
-        contracts = conn.execute("SELECT COUNT(*) FROM raw_options_chain").fetchone()[0]
-        filed = conn.execute("SELECT DISTINCT trading_date FROM raw_options_chain").fetchall()
+    first = daily_pipeline(day=date(2025, 11, 20), symbols=["AAPL"], source="demo", db_path=db)
+    [(contracts,)] = option_rows(db, "SELECT COUNT(*) FROM raw_options_chain")
+    filed = option_rows(db, "SELECT DISTINCT trading_date FROM raw_options_chain")
     assert contracts > 0 and [str(d) for (d,) in filed] == ["2025-11-26"]
     assert (first.option_chains.new_rows, first.option_chains.replaced_rows) == (contracts, 0)
 
-    state = daily_pipeline(day=date(2025, 11, 21), symbols=["AAPL"], source="demo", db_path=str(db),
+    state = daily_pipeline(day=date(2025, 11, 21), symbols=["AAPL"], source="demo", db_path=db,
                            return_state=True)
     second = state.result()
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM raw_options_chain").fetchone()[0] == contracts
+    assert option_rows(db, "SELECT COUNT(*) FROM raw_options_chain") == [(contracts,)]
     chains = second.option_chains
     assert (chains.report.rows_written, chains.new_rows, chains.replaced_rows) == (contracts, 0, contracts)
     assert second.cache_before.options["total_rows"] == second.cache_after.options["total_rows"] == contracts

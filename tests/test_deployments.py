@@ -21,7 +21,9 @@ PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 UTC = timezone.utc
 SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA"]
 
-# What a person asked for, written out by hand (not computed from the table under test).
+# What a person asked for, written out by hand (not computed from the table under test). No
+# deployment sets ``db_path``: workers find the cache in their own TRADING_CACHE_URL (a team's
+# PostgreSQL) or TRADING_CACHE_DB, so no URL or password is stored with the parameters in Prefect.
 EXPECTED = {
     "intraday-bars": ("flows/ingest_bars.py:ingest_bars", "*/15 9-16 * * 1-5",
                       {"symbols": SYMBOLS, "timeframe": "1Min"}),

@@ -1,7 +1,9 @@
 """The Prefect flows end to end: demo source and the loopback Alpaca stub, one test harness.
 
-Every flow runs for real (temporary Prefect API from ``prefect_harness``) against a ``tmp_path``
-database; assertions read the database, the returned summary and the artifacts from the API.
+Every flow runs for real (temporary Prefect API from ``prefect_harness``) against a fresh cache on
+each engine (``cache_url``: a ``tmp_path`` SQLite file, then a fresh schema on the session's
+PostgreSQL server, passed as the flows' ``db_path``); assertions read the cache, the returned
+summary and the artifacts from the API.
 The flows' clock (``flows._common.now``) is replaced where a test needs "now" to be a given
 instant; dates are explicit everywhere else.
 """
@@ -10,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import urllib.parse
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pytest
 from alpaca_stub import AlpacaStub, Fault, alpaca_env, make_daily_bars, make_option_snapshot
+from pg_fixtures import engine_of
 
 from cachelib.sources import AuthenticationError, RateLimitError
 
@@ -52,15 +57,32 @@ def artifacts_of(state, *keys: str) -> dict[str, list]:
     return out
 
 
+def query_one(db, sql: str):
+    """The first column of the first row of ``sql`` on the cache at ``db`` (either engine)."""
+    from cachelib.store import TradingCacheManager
+
+    with TradingCacheManager(db, create=False) as cache:
+        return cache.conn.execute(sql).fetchone()[0]
+
+
 def count_rows(db, table: str) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    return query_one(db, f"SELECT COUNT(*) FROM {table}")
 
 
 def count_minute_bars(db) -> int:
     """Intraday bars live in session chunks (issue 10): the bars their rows hold."""
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks").fetchone()[0]
+    return query_one(db, "SELECT COALESCE(SUM(n_bars), 0) FROM bar_chunks")
+
+
+def cache_exists(db) -> bool:
+    """Whether a cache was created at ``db``: a SQLite file, or the tables in the URL's schema."""
+    from cachelib.store import CacheNotFoundError, TradingCacheManager
+
+    try:
+        TradingCacheManager(db, create=False).close()
+    except CacheNotFoundError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -92,6 +114,14 @@ def source_calls(monkeypatch):
 
 @pytest.fixture
 def run_logs(caplog):
+    """The test's captured logs (Prefect's at INFO and up).
+
+    The first import of Prefect's SDK (``prefect.main``) configures logging and replaces the
+    root logger's handlers, pytest's capture handler among them: it is imported here, before
+    the test body, so that a test run on its own captures its logs too.
+    """
+    import prefect.main  # noqa: F401
+
     caplog.set_level(logging.INFO, logger="prefect")
     return caplog
 
@@ -120,13 +150,13 @@ def seed_minute_bars(db, symbols, start, end) -> None:
 # -- ingest_bars ---------------------------------------------------------------------------------
 
 
-def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(prefect_harness, tmp_path):
+def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(prefect_harness, cache_url):
     from cachelib.store import TradingCacheManager
     from flows.ingest_bars import ingest_bars
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     params = dict(symbols=["AAPL", "MSFT"], timeframe="1Day", start=date(2023, 12, 1), end=date(2024, 1, 31),
-                  source="demo", db_path=str(db))
+                  source="demo", db_path=db)
     state, summary = run(ingest_bars, **params)
 
     assert state.is_completed()
@@ -151,16 +181,16 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
     assert (second.report.requests_made, second.report.rows_written) == (0, 0)
 
 
-def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harness, tmp_path):
+def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harness, cache_url):
     """The demo's NVDA 4:1 split (ex 2024-06-10) and AAPL's 0.24 dividends (ex 2024-05-10,
     2024-08-12 and, within the 90-day lookahead past 08-31, 2024-11-11: the first sessions on or
     after the 10th) in one request; the re-run asks nothing."""
     from cachelib.store import TradingCacheManager
     from flows.ingest_bars import ingest_bars
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     params = dict(symbols=["NVDA", "AAPL"], start=date(2024, 5, 1), end=date(2024, 8, 31), source="demo",
-                  db_path=str(db))
+                  db_path=db)
     state, summary = run(ingest_bars, **params)
     assert state.is_completed()
     actions = summary.actions
@@ -184,12 +214,12 @@ def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harn
     assert "- corporate actions: 2024-05-01 .. 2024-11-29 cached already for 2 symbol(s): no request" in text
 
 
-def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_path):
+def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, cache_url):
     from flows.ingest_bars import ingest_bars
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     state, summary = run(ingest_bars, symbols=["SPY"], timeframe="1Min", start=date(2024, 3, 27),
-                         end=date(2024, 4, 2), source="demo", db_path=str(db))
+                         end=date(2024, 4, 2), source="demo", db_path=db)
     assert state.is_completed()
     assert summary.chunks == 2  # Q1 and Q2
     # 03-27, 03-28, 04-01, 04-02 (03-29 Good Friday closed): 4 x 390 regular-session minutes.
@@ -198,21 +228,21 @@ def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, tmp_
 
 
 def test_ingest_bars_default_window_skips_weekends_and_takes_the_finished_session(
-    prefect_harness, tmp_path, clock, source_calls, run_logs
+    prefect_harness, cache_url, clock, source_calls, run_logs
 ):
     from cachelib.store import TradingCacheManager
     from flows.ingest_bars import ingest_bars
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     clock(SATURDAY)
-    state, summary = run(ingest_bars, symbols=["AAPL"], source="demo", db_path=str(db))
+    state, summary = run(ingest_bars, symbols=["AAPL"], source="demo", db_path=db)
     assert state.is_completed()
     assert (summary.status, summary.skip_reason, summary.report) == ("skipped", "Market closed (Weekend)", None)
     assert "Market closed (Weekend)" in run_logs.text
-    assert source_calls == [] and not db.exists()
+    assert source_calls == [] and not cache_exists(db)
 
     clock(WED_AFTER_CLOSE)  # 17:00 ET: today's session has closed and settled
-    state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], source="demo", db_path=str(db))
+    state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], source="demo", db_path=db)
     assert (summary.report.start, summary.report.end) == (date(2025, 11, 26), date(2025, 11, 26))
     assert summary.report.rows_written == 2
     with TradingCacheManager(db) as cache:
@@ -231,13 +261,13 @@ def _stub_feb_2024(stub: AlpacaStub, bad_bar: bool = False) -> None:
         stub.add_bars(sym, bars)
 
 
-def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness, tmp_path, stub):
+def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness, cache_url, stub):
     from flows.ingest_bars import ingest_bars
 
     _stub_feb_2024(stub, bad_bar=True)
     stub.add_cash_dividend("AAPL", "2024-02-09", 0.24)  # AAPL's real dividend of that quarter
-    db = tmp_path / "cache.db"
-    params = dict(symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=str(db))
+    db = cache_url
+    params = dict(symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14), db_path=db)
     state, summary = run(ingest_bars, **params)
 
     assert state.is_completed()
@@ -266,19 +296,20 @@ def test_ingest_bars_from_alpaca_counts_requests_and_rejections(prefect_harness,
     assert second.report.sessions_fetched == 1
 
 
-def test_ingest_bars_429_recovers_inside_the_source(prefect_harness, tmp_path, stub):
+def test_ingest_bars_429_recovers_inside_the_source(prefect_harness, cache_url, stub):
     from flows.ingest_bars import ingest_bars
 
     _stub_feb_2024(stub)
     stub.add_faults("/v2/stocks/bars", Fault.http(429, retry_after=0))
     state, summary = run(ingest_bars, symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14),
-                         db_path=str(tmp_path / "cache.db"))
+                         db_path=cache_url)
     assert state.is_completed()
     assert stub.count("/v2/stocks/bars") == 2
     assert summary.report.rows_written == 20
+    assert count_rows(cache_url, "bars") == 20
 
 
-def test_ingest_bars_persistent_429_is_retried_by_the_source_only(prefect_harness, tmp_path, stub, monkeypatch):
+def test_ingest_bars_persistent_429_is_retried_by_the_source_only(prefect_harness, cache_url, stub, monkeypatch):
     """One retry layer: the source retries (max_retries=2 -> 3 requests), the task does not."""
     from flows.ingest_bars import ingest_bars
 
@@ -286,13 +317,14 @@ def test_ingest_bars_persistent_429_is_retried_by_the_source_only(prefect_harnes
     _stub_feb_2024(stub)
     stub.set_persistent_fault("/v2/stocks/bars", Fault.http(429, retry_after=0))
     state, error = run(ingest_bars, symbols=["AAPL", "MSFT"], start=date(2024, 2, 1), end=date(2024, 2, 14),
-                       db_path=str(tmp_path / "cache.db"))
+                       db_path=cache_url)
     assert state.is_failed()
     assert isinstance(error, RateLimitError)
     assert stub.count("/v2/stocks/bars") == 3  # 1 + 2 source retries; no task retry on top
+    assert count_rows(cache_url, "bars") == 0
 
 
-def test_ingest_bars_401_fails_fast_without_retries(prefect_harness, tmp_path, stub, monkeypatch):
+def test_ingest_bars_401_fails_fast_without_retries(prefect_harness, cache_url, stub, monkeypatch):
     from flows.ingest_bars import ingest_bars
     from tasks.market_data import fetch_and_store_bars
 
@@ -300,11 +332,11 @@ def test_ingest_bars_401_fails_fast_without_retries(prefect_harness, tmp_path, s
     _stub_feb_2024(stub)
     stub.set_persistent_fault("*", 401)
     state, error = run(ingest_bars, symbols=["AAPL"], start=date(2024, 2, 1), end=date(2024, 2, 14),
-                       db_path=str(tmp_path / "cache.db"))
+                       db_path=cache_url)
     assert state.is_failed()
     assert isinstance(error, AuthenticationError)
     assert stub.count() == 1  # no HTTP retry in the source, no task retry in Prefect
-    assert count_rows(tmp_path / "cache.db", "bars") == 0
+    assert count_rows(cache_url, "bars") == 0
 
 
 # -- retry policy and source options (no flow run) -----------------------------------------------
@@ -345,18 +377,19 @@ def test_task_runner_choice(monkeypatch):
 # -- ingest_option_chains ------------------------------------------------------------------------
 
 
-def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, tmp_path, clock, source_calls, run_logs):
+def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, cache_url, clock, source_calls, run_logs):
     from cachelib.store import TradingCacheManager
     from flows.ingest_options import ingest_option_chains
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     clock(SATURDAY)
-    state, summary = run(ingest_option_chains, underlyings=["AAPL"], source="demo", db_path=str(db))
+    state, summary = run(ingest_option_chains, underlyings=["AAPL"], source="demo", db_path=db)
     assert summary.status == "skipped" and source_calls == []
     assert "Market closed (Weekend)" in run_logs.text
+    assert not cache_exists(db)
 
     clock(WED_AFTER_CLOSE)
-    state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=str(db))
+    state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=db)
     assert state.is_completed()
     assert source_calls == ["demo", "demo"]  # one task (one snapshot) per underlying
     report = summary.report
@@ -371,7 +404,7 @@ def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, tmp_path, c
     assert set(artifacts_of(state, *expected)) == expected
 
 
-def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub):
+def test_ingest_option_chains_from_alpaca(prefect_harness, cache_url, clock, stub):
     from flows.ingest_options import ingest_option_chains
 
     clock(WED_AFTER_CLOSE)
@@ -381,7 +414,7 @@ def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub
         "AAPL251219P00200000": make_option_snapshot(bid=3.0, ask=3.1, quote_time=quote),
     })
     stub.set_latest_trade("AAPL", 201.5)
-    state, summary = run(ingest_option_chains, underlyings=["AAPL"], db_path=str(tmp_path / "cache.db"))
+    state, summary = run(ingest_option_chains, underlyings=["AAPL"], db_path=cache_url)
     assert state.is_completed()
     report = summary.report
     assert report.source == "alpaca"
@@ -390,45 +423,51 @@ def test_ingest_option_chains_from_alpaca(prefect_harness, tmp_path, clock, stub
     assert stub.count("/v1beta1/options/snapshots/AAPL") == 1
     # the chain, the underlying's last trade and the contracts listing (open interest)
     assert report.requests_made == stub.count() == 3
+    assert count_rows(cache_url, "raw_options_chain") == 2
 
 
-def test_ingest_option_chains_401_fails_fast(prefect_harness, tmp_path, clock, stub, monkeypatch):
+def test_ingest_option_chains_401_fails_fast(prefect_harness, cache_url, clock, stub, monkeypatch):
     from flows.ingest_options import ingest_option_chains
     from tasks.market_data import snapshot_option_chains
 
     monkeypatch.setattr(snapshot_option_chains, "retry_delay_seconds", [0.0, 0.0, 0.0])
     clock(WED_AFTER_CLOSE)
     stub.set_persistent_fault("*", 401)
-    state, error = run(ingest_option_chains, underlyings=["AAPL"], db_path=str(tmp_path / "cache.db"))
+    state, error = run(ingest_option_chains, underlyings=["AAPL"], db_path=cache_url)
     assert state.is_failed()
     assert isinstance(error, AuthenticationError)
     assert stub.count() == 1
+    assert count_rows(cache_url, "raw_options_chain") == 0
 
 
 # -- cache_maintenance ---------------------------------------------------------------------------
 
 
-def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp_path):
+def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, cache_url):
     from cachelib.demo import DemoSource
     from cachelib.store import TradingCacheManager
     from flows.maintenance import cache_maintenance
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     bars = DemoSource().get_bars(["AAPL"], "2024-01-02", "2024-06-28", timeframe="1Day")
     with TradingCacheManager(db) as cache:
         assert cache.set("AAPL", bars, source="demo", ttl_hours=0) == 124  # expired at once
         cache.set("MSFT", DemoSource().get_bars(["MSFT"], "2024-01-02", "2024-01-31"), source="demo")
 
-    state, summary = run(cache_maintenance, vacuum=True, db_path=str(db))
+    state, summary = run(cache_maintenance, vacuum=True, db_path=db)
     assert state.is_completed()
     assert summary.rows_removed == 124
-    # 124 of 145 daily bars deleted: VACUUM drops 3 pages of 4096 bytes (the bars' leaf pages; the
-    # WAL is empty after the tasks closed their connections), measured on disk below.
-    assert summary.bytes_reclaimed == 3 * 4096
-    conn = sqlite3.connect(db)
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.close()
-    assert db.stat().st_size == pages * 4096
+    if engine_of(db) == "sqlite":
+        # 124 of 145 daily bars deleted: VACUUM drops 3 pages of 4096 bytes (the bars' leaf pages;
+        # the WAL is empty after the tasks closed their connections), measured on disk below.
+        assert summary.bytes_reclaimed == 3 * 4096
+        conn = sqlite3.connect(db)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.close()
+        assert Path(db).stat().st_size == pages * 4096
+    else:
+        # VACUUM ANALYZE (not FULL) keeps the freed pages for new rows: nothing given back.
+        assert summary.bytes_reclaimed == 0
     assert (summary.before.cache["total_entries"], summary.after.cache["total_entries"]) == (145, 21)
     assert summary.rows[0] == {"metric": "bars", "before": 145, "after": 21, "change": -124}
     assert count_rows(db, "bars") == 21
@@ -441,23 +480,26 @@ def test_cache_maintenance_removes_expired_rows_and_vacuums(prefect_harness, tmp
 
 
 def _trades(db) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
+    from cachelib.store import TradingCacheManager
+
+    with TradingCacheManager(db, create=False) as cache:
+        return [tuple(row) for row in cache.conn.execute(
             "SELECT trade_id, entry_price, exit_price, quantity, realized_pnl FROM trade_history ORDER BY trade_id"
-        ).fetchall()
+        ).fetchall()]
 
 
-def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harness, tmp_path):
+def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harness, cache_url, tmp_path):
+    """The flow's trades on either engine are those of cachelib's own replay on a SQLite file."""
     from cachelib.replay import replay_days as cachelib_replay_days
     from cachelib.store import TradingCacheManager
     from flows.replay import replay_days
 
-    flow_db, ref_db = tmp_path / "flow.db", tmp_path / "ref.db"
+    flow_db, ref_db = cache_url, str(tmp_path / "ref.db")
     for db in (flow_db, ref_db):
         seed_minute_bars(db, ["AAPL", "MSFT"], "2024-03-13", "2024-03-15")
 
     state, summary = run(replay_days, symbols=["AAPL", "MSFT", "NVDA"], start=date(2024, 3, 13),
-                         end=date(2024, 3, 15), db_path=str(flow_db))
+                         end=date(2024, 3, 15), db_path=flow_db)
     assert state.is_completed()
     with TradingCacheManager(ref_db) as cache:
         reference = cachelib_replay_days(cache, ["AAPL", "MSFT"], "2024-03-13", "2024-03-15", max_workers=1)
@@ -473,31 +515,33 @@ def test_replay_days_matches_cachelib_and_reports_missing_sessions(prefect_harne
     assert set(artifacts_of(state, *expected)) == expected
 
     again, second = run(replay_days, symbols=["AAPL", "MSFT"], start=date(2024, 3, 13), end=date(2024, 3, 15),
-                        db_path=str(flow_db))
+                        db_path=flow_db)
     assert _trades(flow_db) == _trades(ref_db)  # idempotent
     assert second.trades == summary.trades
 
 
-def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harness, tmp_path):
+def test_replay_days_with_source_ingests_missing_minute_bars_first(prefect_harness, cache_url):
     from flows.replay import replay_days
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     state, summary = run(replay_days, symbols=["AAPL"], start=date(2024, 3, 14), end=date(2024, 3, 15),
-                         db_path=str(db), source="demo")
+                         db_path=db, source="demo")
     assert state.is_completed()
     assert summary.missing == ()
     assert summary.bars == count_minute_bars(db) == 780
     assert summary.trades == count_rows(db, "trade_history") > 0
 
 
-def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
+def test_replay_days_on_a_dask_cluster(prefect_harness, cache_url, tmp_path, monkeypatch):
+    """Dask workers writing the cache (either engine) record the trades the thread pool records
+    in a SQLite file."""
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
     from flows._common import choose_task_runner
     from flows.replay import replay_days
 
-    dask_db, thread_db = tmp_path / "dask.db", tmp_path / "threads.db"
+    dask_db, thread_db = cache_url, str(tmp_path / "threads.db")
     for db in (dask_db, thread_db):
         seed_minute_bars(db, ["AAPL", "MSFT", "SPY"], "2024-03-14", "2024-03-15")
 
@@ -506,10 +550,10 @@ def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
         runner = choose_task_runner()
         assert isinstance(runner, DaskTaskRunner)
         state, on_dask = run(replay_days.with_options(task_runner=runner), symbols=["AAPL", "MSFT", "SPY"],
-                             start=date(2024, 3, 14), end=date(2024, 3, 15), db_path=str(dask_db))
+                             start=date(2024, 3, 14), end=date(2024, 3, 15), db_path=dask_db)
     assert state.is_completed()
     _, on_threads = run(replay_days, symbols=["AAPL", "MSFT", "SPY"], start=date(2024, 3, 14),
-                        end=date(2024, 3, 15), db_path=str(thread_db))
+                        end=date(2024, 3, 15), db_path=thread_db)
     assert on_dask.sessions_replayed == 6
     assert on_dask.trades == on_threads.trades > 0
     assert _trades(dask_db) == _trades(thread_db)
@@ -518,28 +562,37 @@ def test_replay_days_on_a_dask_cluster(prefect_harness, tmp_path, monkeypatch):
 # -- daily_pipeline ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("day", "message"), [(date(2025, 12, 25), "Market closed (Holiday)"),
-                                              (date(2025, 12, 27), "Market closed (Weekend)")])
-def test_daily_pipeline_skips_non_sessions(prefect_harness, tmp_path, source_calls, run_logs, day, message):
+#: A PostgreSQL cache that cannot be reached (no server listens in that folder): a run that
+#: opened it would fail with DatabaseFileError.
+UNREACHABLE_PG = "postgresql://cache:secret@/cache?host=/nonexistent-cachelib-socket-dir"
+
+
+@pytest.mark.parametrize(("day", "message", "engine"), [(date(2025, 12, 25), "Market closed (Holiday)", "sqlite"),
+                                                        (date(2025, 12, 27), "Market closed (Weekend)", "postgresql")],
+                         ids=["holiday-sqlite", "weekend-unreachable-postgresql"])
+def test_daily_pipeline_skips_non_sessions(prefect_harness, tmp_path, source_calls, run_logs, day, message, engine):
+    """A day without a session decides from the calendar alone: no source is built and the
+    cache is never opened (no file created; an unreachable PostgreSQL server is never dialled)."""
     from flows.daily_pipeline import daily_pipeline
 
-    db = tmp_path / "cache.db"
-    state, summary = run(daily_pipeline, day=day, db_path=str(db))
+    db = str(tmp_path / "cache.db") if engine == "sqlite" else UNREACHABLE_PG
+    state, summary = run(daily_pipeline, day=day, db_path=db)
     assert state.is_completed()
     assert (summary.status, summary.day, summary.skip_reason) == ("skipped", day, message)
     assert summary.daily_bars is None and summary.replay is None
     assert message in [r.getMessage() for r in run_logs.records]
     assert source_calls == []  # no source was even built
-    assert not db.exists()  # and the cache was never opened
+    if engine == "sqlite":
+        assert not Path(db).exists()  # and the cache was never opened (PostgreSQL: the run completed)
 
 
-def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
+def test_daily_pipeline_on_an_early_close(prefect_harness, cache_url):
     from cachelib.store import TradingCacheManager
     from flows.daily_pipeline import daily_pipeline
 
-    db = tmp_path / "cache.db"
+    db = cache_url
     state, summary = run(daily_pipeline, day=date(2025, 11, 28), symbols=["AAPL", "MSFT"], source="demo",
-                         db_path=str(db))
+                         db_path=db)
     assert state.is_completed()
     assert summary.status == "completed" and summary.session_finished is True
     with TradingCacheManager(db) as cache:
@@ -578,15 +631,86 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, tmp_path):
     assert "corporate actions" in keys["daily-pipeline-stages"][0].data
 
 
-def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_harness, tmp_path, clock, run_logs):
+def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_harness, cache_url, clock, run_logs):
     from flows.daily_pipeline import daily_pipeline
 
     clock(WED_NOON)  # 12:00 ET on 2025-11-26; day defaults to today in New York
-    db = tmp_path / "cache.db"
-    state, summary = run(daily_pipeline, symbols=["SPY"], source="demo", db_path=str(db))
+    db = cache_url
+    state, summary = run(daily_pipeline, symbols=["SPY"], source="demo", db_path=db)
     assert state.is_completed()
     assert summary.day == date(2025, 11, 26)
     assert summary.session_finished is False and summary.replay is None
     assert summary.minute_bars.report.rows_written > 0
     assert "has not closed yet" in run_logs.text
     assert count_rows(db, "trade_history") == 0
+
+
+# -- credentials ---------------------------------------------------------------------------------
+
+PASSWORD = "secret7781"  # the session's server trusts local connections: it ignores the password
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in its user part."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{host}"))
+
+
+def run_texts(state) -> list[str]:
+    """Everything the Prefect API holds about the run of ``state`` that a person may read: its
+    state message, its artifacts (data and description) and its logs (flow and task runs)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)  # logs reach the API in batches from a background worker
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return ([state.message or ""] + [f"{a.key} {a.description} {a.data}" for a in artifacts]
+            + [log.message for log in logs])
+
+
+def test_a_password_in_the_cache_url_reaches_no_artifact_log_error_or_result(prefect_harness, pg_url, run_logs):
+    """Issue 12, credentials: a ``postgresql://user:password@...`` ``db_path`` is shown redacted
+    (``user:***@``) in the artifacts, in every log (read back from the API and captured here), in
+    a failed run's error and in the results Prefect stores. (Prefect keeps a flow run's
+    *parameters* as given: a deployment should leave the password out of ``db_path`` and give
+    the workers ``TRADING_CACHE_URL`` or ``PGPASSWORD`` instead.)"""
+    import os
+
+    from flows.daily_pipeline import daily_pipeline
+    from flows.ingest_bars import ingest_bars
+    from flows.maintenance import cache_maintenance
+
+    run_logs.set_level(logging.INFO)
+    run_logs.set_level(logging.DEBUG, logger="cachelib")
+    url = with_password(pg_url, PASSWORD)
+    shown = url.replace(f":{PASSWORD}@", ":***@")  # postgresql://postgres:***@/postgres?host=...
+
+    pipeline, summary = run(daily_pipeline, day=date(2025, 11, 28), symbols=["SPY"], source="demo", db_path=url)
+    assert pipeline.is_completed()
+    assert summary.replay.sessions_replayed == 1 and summary.option_chains.report.rows_written > 0
+    maintenance, _ = run(cache_maintenance, vacuum=True, db_path=url)
+    assert maintenance.is_completed()
+    unreachable = UNREACHABLE_PG.replace("secret", PASSWORD)
+    failed, error = run(ingest_bars, symbols=["SPY"], start=date(2025, 11, 28), end=date(2025, 11, 28),
+                        source="demo", db_path=unreachable)
+    assert failed.is_failed()
+    assert "cache:***@/cache?host=/nonexistent-cachelib-socket-dir" in str(error)
+
+    texts = run_texts(pipeline) + run_texts(maintenance) + run_texts(failed) + [str(error), run_logs.text]
+    everything = "\n".join(texts)
+    assert PASSWORD not in everything
+    # The redacted URL is what the artifacts and logs show instead.
+    assert f"database: `{shown}`" in everything
+    assert f"database {shown}" in run_logs.text
+    stored = [p for p in Path(os.environ["PREFECT_HOME"]).rglob("*") if p.is_file() and p.suffix != ".db"]
+    assert [p for p in stored if PASSWORD.encode() in p.read_bytes()] == []

@@ -96,9 +96,10 @@ def test_first_calendar_call_under_freezegun_in_a_fresh_process(first: str) -> N
     assert json.loads(proc.stdout) == EXPECTED
 
 
-def test_every_public_name_first_used_under_freezegun() -> None:
+def test_every_public_name_first_used_under_freezegun(cache_url: str) -> None:
     """Every lazy export of ``cachelib``, resolved for the first time inside a freeze, and the
-    store used under it: no binary-incompatibility warning, no crash."""
+    store used under it, on either engine (the PostgreSQL driver and its pool are first
+    imported under the freeze too): no binary-incompatibility warning, no crash."""
     code = r"""
 import sys, warnings
 warnings.simplefilter("error", RuntimeWarning)   # "size changed" is a RuntimeWarning
@@ -112,9 +113,6 @@ with freeze_time("2026-11-27 15:00:00"):
     print(report.rows_written, len(cache.get("SPY", "2026-11-23", "2026-11-26")))
     cache.close()
 """
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = _run_fresh(code, str(Path(tmp) / "cache.db"))
+    proc = _run_fresh(code, cache_url)
     assert proc.returncode == 0, f"returncode {proc.returncode}\n{proc.stderr[-2000:]}"
     assert proc.stdout.split() == ["3", "3"]  # 2026-11-23, -24, -25 (Thanksgiving closed)

@@ -27,6 +27,11 @@ The client-side rate limiter (default 200 requests/min, i.e. 0.3 s between reque
 by default (``max_requests_per_minute=None``) so the figures show the work, not the waiting; the
 floor it would add at 200/min, ``(requests - 1) * 0.3 s``, is printed for both approaches.
 ``--rate-limit 200`` measures with it on (the naive run then takes ~30 s).
+
+Finally the projection for a full backfill, **500 symbols x 5 years (2020-2024) of 1-minute
+bars** (about 245 M bars): the request count of ``cachelib.backfill.plan_backfill``'s real plan
+for it, and the time that takes at Alpaca's 200 requests/min, next to the minimum the page size
+allows (``ceil(bars / 10,000)`` requests). ``--plan-only`` prints just that (no stub, no files).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ if str(ROOT / "tests") not in sys.path:
 
 from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, ny_midnight_utc  # noqa: E402 (after the sys.path line)
 
+from cachelib.backfill import plan_backfill  # noqa: E402 (after the sys.path line)
 from cachelib.market_hours import sessions_in_range  # noqa: E402 (after the sys.path line)
 from cachelib.sources import AlpacaSource  # noqa: E402 (after the sys.path line)
 from cachelib.store import TradingCacheManager  # noqa: E402 (after the sys.path line)
@@ -232,6 +238,25 @@ def measure_naive(stub: AlpacaStub, db: Path, syms: list[str], start: date, end:
         source.close()
 
 
+def backfill_projection(n_symbols: int = 500, start: str = "2020-01-01", end: str = "2024-12-31",
+                        rpm: float = DEFAULT_RPM) -> dict[str, Any]:
+    """Print and return the projected time of a minute-bar backfill at ``rpm`` requests/min,
+    from the request count of ``plan_backfill``'s plan, next to the page-size minimum."""
+    t0 = time.perf_counter()
+    plan = plan_backfill(symbol_names(n_symbols), start, end, "1Min", rows_per_page=ALPACA_PAGE_ROWS)
+    plan_s = time.perf_counter() - t0
+    planned, floor = plan.expected_requests, plan.minimum_requests
+    print(f"backfill projection: {n_symbols} symbols x {plan.sessions:,} sessions ({start}..{end}) of 1Min bars "
+          f"at {plan.bars_per_session} bars/session = {plan.expected_rows:,} bars; planned in {plan_s * 1e3:.0f} ms")
+    print(f"  cachelib.backfill plan: {len(plan.chunks):,} chunks of <= {plan.pages_per_chunk} pages, "
+          f"{planned:,} requests -> {plan.projected_minutes(rpm):.1f} min at {rpm:g} requests/min")
+    print(f"  page-size minimum:      ceil({plan.expected_rows:,} / {ALPACA_PAGE_ROWS:,}) = {floor:,} requests -> "
+          f"{plan.projected_minutes(rpm, floor):.1f} min ({planned / floor - 1:+.1%} for the plan)")
+    return {"symbols": n_symbols, "sessions": plan.sessions, "bars": plan.expected_rows, "chunks": len(plan.chunks),
+            "requests": planned, "minimum_requests": floor, "minutes": plan.projected_minutes(rpm),
+            "minimum_minutes": plan.projected_minutes(rpm, floor), "requests_per_minute": rpm}
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -357,6 +382,8 @@ def run(n_symbols: int, year: int, noop_reps: int, repeat: int, rpm: float | Non
         print("cachelib request log (stub, first sync):")
         for i, params in enumerate(worst["request_log"], start=1):
             print(describe_request(i, params))
+    print()
+    projection = backfill_projection()
     elapsed = time.perf_counter() - t_start
     print(f"total {elapsed:.1f} s")
 
@@ -386,6 +413,7 @@ def run(n_symbols: int, year: int, noop_reps: int, repeat: int, rpm: float | Non
         "request_ratio": req_ratio,
         "time_ratio": time_ratio,
         "cachelib_request_log": c["request_log"],
+        "backfill_projection": projection,
         "all_targets_met": all(f["met"] for f in figures.values() if "met" in f),
         "seconds": elapsed,
     }
@@ -402,7 +430,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="AlpacaSource max_requests_per_minute (default: off)")
     parser.add_argument("--show-log", action="store_true", help="print the stub's request log")
     parser.add_argument("--workdir", type=Path, default=None, help="parent folder of the temporary files")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="print only the 500 symbols x 5 years backfill projection")
     args = parser.parse_args(argv)
+    if args.plan_only:
+        return {"backfill_projection": backfill_projection()}
     if args.noop_reps < 1 or args.repeat < 1:
         parser.error("--noop-reps and --repeat must be >= 1")
     return run(args.symbols, args.year, args.noop_reps, args.repeat, args.rate_limit or None,

@@ -734,16 +734,17 @@ class _NoBar:
 
     def set_description(self, text: str) -> None: ...
     def update(self, n: int) -> None: ...
+    def set_postfix_str(self, text: str) -> None: ...
     def close(self) -> None: ...
 
 
-def _progress_bar(total: int, show: bool) -> Any:
-    """A progress bar of rows on stderr (tqdm), or a silent stand-in."""
+def _progress_bar(total: int, show: bool, unit: str = "rows") -> Any:
+    """A progress bar of ``unit`` on stderr (tqdm), or a silent stand-in."""
     if not show:
         return _NoBar()
     from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs on the index
 
-    return tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.2)
 
 
@@ -800,6 +801,252 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# sync and replay: one-off work without Prefect
+# ---------------------------------------------------------------------------
+
+#: ``--source`` of ``sync``/``replay``: what :func:`cachelib.sources.get_source` builds.
+MARKET_SOURCES = ("auto", "alpaca", "demo")
+
+
+def _sync_timeframe(text: str) -> str:
+    """``sync --timeframe``: a timeframe the sources serve (``1H`` -> ``1Hour``)."""
+    from .sources import SUPPORTED_TIMEFRAMES
+
+    try:
+        name: str | None = parse_timeframe(text).name
+    except ValueError:
+        name = None
+    if name not in SUPPORTED_TIMEFRAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown timeframe {text!r}: the sources serve {', '.join(SUPPORTED_TIMEFRAMES)} "
+            "(aliases T, H, D)")
+    return name
+
+
+def _symbol_list(text: str) -> list[str]:
+    """A SYMBOLS argument: one ticker or several separated by commas (``AAPL,MSFT``)."""
+    names = [part for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no ticker in {text!r}: give e.g. SPY or AAPL,MSFT")
+    return [_symbol(name) for name in names]
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """A flag combination argparse cannot check: usage and one error line, exit 2."""
+    with contextlib.suppress(OSError, ValueError):
+        args.parser.print_usage(sys.stderr)
+    _say(f"{args.parser.prog}: error: {message}")
+    return 2
+
+
+@contextlib.contextmanager
+def _market_source(args: argparse.Namespace) -> Iterator[Any]:
+    """The source ``--source``/``--feed`` name, with the ``CACHELIB_ALPACA_*`` settings (shared
+    rate limiter, retries); closed afterwards. A source that would file its bars under another
+    feed than ``--feed`` is refused before any request."""
+    from .sources import get_source, source_options
+    from .sync import _feed_name
+
+    options = source_options(args.source)
+    if args.feed is not None and args.source != "demo":
+        options["feed"] = args.feed
+    source = get_source(args.source, **options)
+    try:
+        if args.feed is not None and _feed_name(source) != args.feed:
+            raise _Error(f"--feed {args.feed} was asked for, but --source {args.source} gives the "
+                         f"{source.name} source, whose feed is {_feed_name(source)!r}: configure Alpaca "
+                         "keys (APCA_API_KEY_ID/APCA_API_SECRET_KEY) or drop --feed")
+        yield source
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """``--progress``/``--no-progress``, else a bar only when a person watches stderr."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+
+
+def _backfill(cache: TradingCacheManager, source: Any, args: argparse.Namespace, timeframe: str) -> Any:
+    """Run the chunked, resumable sync of ``args.symbols`` (:mod:`cachelib.backfill`) with a
+    progress bar of chunks; a failed chunk raises :class:`~cachelib.backfill.BackfillError`."""
+    from .backfill import ChunkResult, plan_backfill, run_backfill
+
+    plan = plan_backfill(args.symbols, args.start, args.end, timeframe,
+                         pages_per_chunk=getattr(args, "pages_per_chunk", 10))
+    bar = _progress_bar(len(plan.chunks), _show_progress(args), unit="chunk")
+    seen = {"requests": 0, "rows": 0}
+
+    def step(result: ChunkResult) -> None:
+        seen["requests"] += result.requests
+        seen["rows"] += result.rows_written
+        bar.set_postfix_str(f"{seen['requests']:,} requests, {seen['rows']:,} rows")
+        bar.update(1)
+
+    try:
+        return run_backfill(cache, source, plan, asset_type=args.asset_type, progress=step)
+    finally:
+        bar.close()
+
+
+def _sync_summary(report: Any) -> str:
+    """The end-of-run summary of a :class:`~cachelib.backfill.BackfillReport`."""
+    rows = [
+        ("Source", f"{report.source} (feed {report.feed})"),
+        ("Bars", f"{report.timeframe} of {', '.join(report.symbols[:5])}"
+                 + (f" and {len(report.symbols) - 5} more" if len(report.symbols) > 5 else "")
+                 + f", {report.start.isoformat()} .. {report.end.isoformat()}"),
+        ("Chunks", f"{report.chunks_done:,} of {report.chunks_total:,} done ({report.chunks_fetched:,} fetched, "
+                   f"{report.chunks_skipped:,} already cached)"
+                   + (f", {report.chunks_failed} failed" if report.chunks_failed else "")),
+        ("Requests", f"{report.requests:,} (plan for an empty cache: {report.expected_requests:,} "
+                     f"page{'' if report.expected_requests == 1 else 's'} of 10,000 rows)"),
+        ("Rows written", f"{report.rows_written:,}"),
+        ("Rows rejected", f"{report.rows_rejected:,}"),
+    ]
+    text = _table(rows)
+    if report.rejection_counts:
+        reasons = sorted(report.rejection_counts.items(), key=lambda item: (-item[1], item[0]))
+        text += "\n\n" + _table([(reason, f"{n:,}") for reason, n in reasons], ("rejected because", "rows"))
+    return text
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    """``sync``: fetch what the cache lacks, chunk by chunk (:mod:`cachelib.backfill`); a rerun of
+    a failed run fetches only what is missing. Creates the cache if needed."""
+    from .backfill import BackfillError
+
+    args.symbols = list(dict.fromkeys(s for group in args.symbols for s in group))
+    if args.source == "demo" and args.feed not in (None, "demo"):
+        return _usage_error(args, f"--feed {args.feed} needs --source alpaca (the demo source's feed is 'demo')")
+    with _market_source(args) as source, _open(args, create=True) as cache:
+        try:
+            report = _backfill(cache, source, args, args.timeframe)
+        except BackfillError as exc:
+            if args.json:
+                _dump_json(exc.report.as_dict(), sys.stdout)
+            elif not args.quiet:
+                print(_sync_summary(exc.report))
+            raise _Error(str(exc)) from None
+    if args.json:
+        _dump_json(report.as_dict(), sys.stdout)
+    elif not args.quiet:
+        print(_sync_summary(report))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """``replay``: run cached minute bars through a strategy, archive its trades and print the
+    trade statistics. With ``--source`` the missing bars are synced first (chunked, like
+    ``sync``); without it, sessions with no cached bars are listed on stderr with the ``sync``
+    command that fills them, and the rest is replayed."""
+    from .replay import replay_days
+
+    args.symbols = list(dict.fromkeys(s for group in args.symbols for s in group))
+    synced = None
+    with contextlib.ExitStack() as stack:
+        if args.source is not None:
+            args.feed, args.asset_type = None, "stock"
+            source = stack.enter_context(_market_source(args))
+            cache = stack.enter_context(_open(args, create=True))
+            synced = _backfill(cache, source, args, args.timeframe)
+        else:
+            cache = stack.enter_context(_open(args))
+        summary = replay_days(cache, args.symbols, args.start, args.end, strategy=args.strategy,
+                              timeframe=args.timeframe, on_missing="skip", max_workers=1)
+    if summary.missing:
+        days = sorted({day for _sym, day in summary.missing})
+        names = list(dict.fromkeys(sym for sym, _day in summary.missing))
+        _say(f"{len(summary.missing):,} session(s) have no cached {args.timeframe} bars and were not replayed "
+             f"({', '.join(names)}; {days[0].isoformat()} .. {days[-1].isoformat()}): fetch them with "
+             f"cache-manager sync {','.join(names)} --start {days[0].isoformat()} --end {days[-1].isoformat()} "
+             f"--timeframe {args.timeframe}, or pass --source")
+    win_rate = 100.0 * summary.winning_trades / summary.trades if summary.trades else None
+    if args.json:
+        _dump_json({"strategy": summary.strategy, "symbols": list(summary.symbols),
+                    "start": summary.start.isoformat(), "end": summary.end.isoformat(),
+                    "timeframe": args.timeframe, "sessions": summary.sessions,
+                    "sessions_replayed": summary.sessions_replayed, "bars": summary.bars,
+                    "trades": summary.trades, "winning_trades": summary.winning_trades,
+                    "win_rate_pct": win_rate, "total_pnl": summary.total_pnl,
+                    "trades_by_symbol": summary.trades_by_symbol,
+                    "missing": [{"symbol": s, "session": d.isoformat()} for s, d in summary.missing],
+                    "archived_stats": summary.stats,
+                    "sync": None if synced is None else synced.as_dict()}, sys.stdout)
+        return 0
+    rows = [
+        ("Strategy", summary.strategy),
+        ("Range", f"{summary.start.isoformat()} .. {summary.end.isoformat()} ({args.timeframe} bars)"),
+        ("Sessions", f"{summary.sessions_replayed:,} replayed of {summary.sessions * len(summary.symbols):,} "
+                     f"(symbol, session) pairs"),
+        ("Bars", f"{summary.bars:,}"),
+        ("Trades", f"{summary.trades:,}"
+                   + (f", {summary.winning_trades:,} winning ({win_rate:.1f} %)" if win_rate is not None else "")),
+        ("Total P&L", f"{summary.total_pnl:,.2f}"),
+    ]
+    if synced is not None:
+        rows.append(("Synced first", f"{synced.requests:,} requests, {synced.rows_written:,} rows written, "
+                                     f"{synced.rows_rejected:,} rejected"))
+    print(_table(rows))
+    if len(summary.symbols) > 1:
+        print()
+        print(_table([(sym, f"{n:,}") for sym, n in summary.trades_by_symbol.items()], ("symbol", "trades")))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# report: the pictures as one self-contained HTML file
+# ---------------------------------------------------------------------------
+
+#: ``report`` without ``--start`` covers this many calendar days up to ``--end``.
+REPORT_DAYS = 90
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """``report``: write the coverage map, the equity curve and the last traded day's chart
+    (:mod:`cachelib.pictures`) as one self-contained HTML file; an existing file is replaced only
+    with ``--force``, atomically."""
+    from datetime import timedelta
+
+    from .market_hours import latest_finished_session
+    from .pictures import report_html
+
+    end = args.end if args.end is not None else latest_finished_session()
+    start = args.start if args.start is not None else end - timedelta(days=REPORT_DAYS)
+    if start > end:
+        return _usage_error(args, f"--start {start} is after --end {end}")
+    symbols = list(dict.fromkeys(s for group in args.symbols for s in group)) if args.symbols else None
+    with TradingCacheManager(_location(args), create=False, read_only=True) as cache:
+        db_file = cache.db_path if isinstance(cache.db_path, Path) else None
+        target = _output_target(args.output, db_file, args.force)
+        page = report_html(cache, symbols, start, end, strategy=args.strategy, timeframe=args.timeframe)
+    try:
+        _write_atomically(target, page)
+    except OSError as exc:
+        raise _Error(f"cannot write --output {args.output}: {exc.strerror or exc} (the file was not "
+                     "changed)") from None
+    if args.json:
+        _dump_json({"output": str(args.output), "start": start.isoformat(), "end": end.isoformat(),
+                    "bytes": len(page.encode("utf-8"))}, sys.stdout)
+    else:
+        print(f"Wrote the report of {start} .. {end} to {args.output} ({len(page.encode('utf-8')):,} bytes)")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------
 
@@ -853,6 +1100,33 @@ def _range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", default=None, type=_day, metavar="DATE",
                         help="adjust by the corporate actions with ex-date on or before DATE (YYYY-MM-DD; "
                              "default: today in New York): prices as a user saw them that day")
+
+
+def _sync_options(parser: argparse.ArgumentParser, source_default: str | None = "auto") -> None:
+    """SYMBOLS, the days and the source of ``sync`` and ``replay``."""
+    parser.add_argument("symbols", nargs="+", type=_symbol_list, metavar="SYMBOLS",
+                        help="tickers, space- or comma-separated: SPY AAPL,MSFT")
+    parser.add_argument("--start", required=True, type=_day, metavar="DATE", help="first day (YYYY-MM-DD)")
+    parser.add_argument("--end", required=True, type=_day, metavar="DATE", help="last day (YYYY-MM-DD)")
+    if source_default is None:
+        parser.add_argument("--source", default=None, choices=MARKET_SOURCES,
+                            help="fetch missing bars from this source first (auto: Alpaca when keys are "
+                                 "configured, else demo); default: replay only what is cached")
+    else:
+        parser.add_argument("--source", default=source_default, choices=MARKET_SOURCES,
+                            help="market-data source (default auto: Alpaca when APCA_API_KEY_ID/"
+                                 "APCA_API_SECRET_KEY are set, else the offline demo source)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar of chunks on stderr (default: only when stderr is a terminal)")
+
+
+def _strategy(text: str) -> str:
+    """``--strategy``: a registered strategy name (unknown names are usage errors)."""
+    from .tick_flow import STRATEGIES
+
+    if text not in STRATEGIES:
+        raise argparse.ArgumentTypeError(f"unknown strategy {text!r}: registered: {', '.join(sorted(STRATEGIES))}")
+    return text
 
 
 def _epilog() -> str:
@@ -933,6 +1207,45 @@ def build_parser() -> argparse.ArgumentParser:
             "check the cached data: missing sessions, expired rows, bad bars, outliers, option chains "
             "without greeks, database integrity; exit 1 on an error")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p = add("sync", _cmd_sync,
+            "fetch the bars the cache lacks from a market-data source, in resumable chunks (a failed run "
+            "is resumed by running it again); creates the cache if needed")
+    _sync_options(p)
+    p.add_argument("--timeframe", default="1Day", type=_sync_timeframe, metavar="TF",
+                   help="bar timeframe: 1Min, 5Min, 15Min, 30Min, 1Hour or 1Day; aliases T, H, D (default 1Day)")
+    p.add_argument("--feed", default=None, type=_feed,
+                   help="Alpaca feed: sip, iex, delayed_sip... (default: the source's own; needs --source alpaca "
+                        "or auto with keys)")
+    p.add_argument("--asset-type", default="stock", type=_asset_type, help="asset type (default stock)")
+    p.add_argument("--pages-per-chunk", type=_whole_number, default=10, metavar="N",
+                   help="size of a chunk in vendor pages of 10,000 rows (default 10): a failure loses at most "
+                        "one chunk's requests")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p = add("replay", _cmd_replay,
+            "replay cached minute bars through a strategy, archive its trades and print the trade stats "
+            "(--source: sync missing bars first)")
+    _sync_options(p, source_default=None)
+    p.add_argument("--timeframe", default="1Min", type=_sync_timeframe, metavar="TF",
+                   help="intraday bar timeframe to replay: 1Min, 5Min, 15Min, 30Min or 1Hour (default 1Min)")
+    p.add_argument("--strategy", default=None, type=_strategy, metavar="NAME",
+                   help="a registered strategy (default sma_crossover)")
+    p.set_defaults(quiet=False)
+    p = add("report", _cmd_report,
+            "write an HTML page with pictures: the coverage map (symbols x sessions) and the equity "
+            "curve of the archived trades, with the last traded day's minute chart")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="the HTML file to write (atomically; never the cache database)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--symbols", nargs="+", type=_symbol_list, default=None, metavar="SYMBOLS",
+                   help="tickers, space- or comma-separated (default: every cached symbol)")
+    p.add_argument("--start", default=None, type=_day, metavar="DATE",
+                   help=f"first day (YYYY-MM-DD; default {REPORT_DAYS} days before --end)")
+    p.add_argument("--end", default=None, type=_day, metavar="DATE",
+                   help="last day (YYYY-MM-DD; default the latest finished session)")
+    p.add_argument("--strategy", default=None, metavar="NAME",
+                   help="equity curve of this strategy's trades only (default: all archived trades)")
+    p.add_argument("--timeframe", default="1Day", type=_timeframe, metavar="TF",
+                   help=f"coverage of this timeframe ({_TIMEFRAME_HELP}; default 1Day)")
     p = add("migrate-legacy", cmd_migrate_legacy,
             "import the deprecated JSON file cache (.cache/market_data); creates the cache if needed")
     p.add_argument("directory", metavar="DIR", help="directory of SYMBOL_START_END_SOURCE.json files")

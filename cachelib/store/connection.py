@@ -51,6 +51,44 @@ def check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
+@contextlib.contextmanager
+def transaction(conn: Any, dialect: Any, state: Any, begin: Callable[[], object]) -> Iterator[Any]:
+    """Both engines' ``atomic()``: the outermost call runs ``begin()`` (which also refuses a
+    read-only cache) and commits or rolls back; a nested one is a savepoint. ``state.depth``
+    counts the nesting (per thread)."""
+    if state.depth:
+        name = f"sp{state.depth}"
+        conn.execute(dialect.savepoint.format(name))
+        state.depth += 1
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(dialect.rollback_to.format(name))
+                conn.execute(dialect.release.format(name))
+            raise
+        else:
+            conn.execute(dialect.release.format(name))
+        finally:
+            state.depth -= 1
+        return
+    begin()
+    state.depth = 1
+    try:
+        yield conn
+        conn.execute(dialect.commit)
+    except BaseException:
+        # Also when COMMIT itself fails (disk full, I/O error, a lost server): never leave the
+        # transaction open, or this connection would keep its locks. A failing ROLLBACK must
+        # not hide the error that caused it.
+        if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                conn.execute(dialect.rollback)
+        raise
+    finally:
+        state.depth = 0
+
+
 class Engine(Protocol):
     """What the rooms use of an open cache; :class:`Database` (SQLite) and
     :class:`~cachelib.store.postgres.PostgresDatabase` provide it. ``conn`` is typed as SQLite's
@@ -240,44 +278,18 @@ class Database:
         """Run one public call (SQLite's lock waits happen inside, see :meth:`while_locked`)."""
         return action()
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[sqlite3.Connection]:
+    def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
-        if self.read_only_reason:
-            raise self.read_only_error()
         conn = self.conn
-        local = self._local
-        dialect = self.dialect
-        if local.depth:
-            name = f"sp{local.depth}"
-            conn.execute(dialect.savepoint.format(name))
-            local.depth += 1
-            try:
-                yield conn
-            except BaseException:
-                conn.execute(dialect.rollback_to.format(name))
-                conn.execute(dialect.release.format(name))
-                raise
-            else:
-                conn.execute(dialect.release.format(name))
-            finally:
-                local.depth -= 1
-            return
-        # busy_timeout already waits inside SQLite; the retry only covers the rare case where
-        # SQLite gives up early (e.g. a WAL checkpoint race) and is bounded by ``timeout``.
-        self.while_locked(lambda: conn.execute(dialect.begin_write))
-        local.depth = 1
-        try:
-            yield conn
-            conn.execute(dialect.commit)
-        except BaseException:
-            # Also when COMMIT itself fails (disk full, I/O error): never leave the
-            # transaction open, or this connection would keep the write lock.
-            if conn.in_transaction:
-                conn.execute(dialect.rollback)
-            raise
-        finally:
-            local.depth = 0
+
+        def begin() -> None:
+            if self.read_only_reason:
+                raise self.read_only_error()
+            # busy_timeout already waits inside SQLite; the retry only covers the rare case where
+            # SQLite gives up early (e.g. a WAL checkpoint race) and is bounded by ``timeout``.
+            self.while_locked(lambda: conn.execute(self.dialect.begin_write))
+
+        return transaction(conn, self.dialect, self._local, begin)
 
     # -- schema bookkeeping ---------------------------------------------------------------
 

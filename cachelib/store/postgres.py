@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .files import APPLICATION_ID, CacheNotFoundError, DatabaseFileError, foreign_error, newer_error
@@ -614,43 +614,19 @@ class PostgresDatabase:
 
     # -- transactions -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[PGConnection]:
+    def atomic(self) -> contextlib.AbstractContextManager[PGConnection]:
         """A write transaction; nested calls become savepoints. ``lock_timeout`` is the
         manager's ``timeout``."""
-        if self.read_only_reason:
-            raise self.read_only_error()
+        from .connection import transaction
+
         conn = self.conn
-        held: _Held = self._local.held
-        dialect = self.dialect
-        if held.depth:
-            name = f"sp{held.depth}"
-            conn.execute(dialect.savepoint.format(name))
-            held.depth += 1
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute(dialect.rollback_to.format(name))
-                    conn.execute(dialect.release.format(name))
-                raise
-            else:
-                conn.execute(dialect.release.format(name))
-            finally:
-                held.depth -= 1
-            return
-        conn.execute(f"BEGIN; SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
-        held.depth = 1
-        try:
-            yield conn
-            conn.execute(dialect.commit)
-        except BaseException:
-            if not conn.raw.closed and conn.in_transaction:
-                with contextlib.suppress(Exception):
-                    conn.execute(dialect.rollback)
-            raise
-        finally:
-            held.depth = 0
+
+        def begin() -> None:
+            if self.read_only_reason:
+                raise self.read_only_error()
+            conn.execute(f"BEGIN; SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
+
+        return transaction(conn, self.dialect, self._local.held, begin)
 
     def lock(self, conn: PGConnection, keys: Iterable[object]) -> None:
         """Take transaction-scoped advisory locks on ``keys`` (any hashable labels, e.g.

@@ -137,6 +137,15 @@ class SyncReport:
     seconds: float = 0.0
     #: The source's feed the bars and coverage were filed under.
     feed: str = UNKNOWN_FEED
+    #: Per symbol, the sessions fetched by this call, as runs ``(first, last)`` of the session
+    #: calendar (a few runs, whatever the length of a backfill); with :attr:`rejected_sessions`
+    #: and :attr:`unfinished_sessions` it is what a coverage map draws (:mod:`cachelib.pictures`).
+    fetched_runs: dict[str, list[tuple[date, date]]] = field(default_factory=dict)
+    #: Per symbol, the sessions with a rejected row: stored in part, not marked covered.
+    rejected_sessions: dict[str, list[date]] = field(default_factory=dict)
+    #: Sessions of ``[start, end]`` not finished yet, hence not covered (daily bars: not asked for;
+    #: intraday: today's bars so far are fetched, the session is not settled).
+    unfinished_sessions: list[date] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-friendly values (dates as ISO strings)."""
@@ -160,7 +169,10 @@ class SyncReport:
         what a job hands on, so that a vendor's bad day does not flood a result."""
         return replace(self, rejections=self.rejections[:max_rejections],
                        rejection_counts=dict(self.rejection_counts),
-                       per_symbol={k: SymbolSync(**v) for k, v in self.per_symbol.items()})
+                       per_symbol={k: SymbolSync(**v) for k, v in self.per_symbol.items()},
+                       fetched_runs={k: list(v) for k, v in self.fetched_runs.items()},
+                       rejected_sessions={k: list(v) for k, v in self.rejected_sessions.items()},
+                       unfinished_sessions=list(self.unfinished_sessions))
 
     @classmethod
     def merge(cls, reports: Sequence[SyncReport], max_rejections: int | None = None) -> SyncReport:
@@ -191,6 +203,11 @@ class SyncReport:
             for reason, n in r.rejection_counts.items():
                 out.rejection_counts[reason] = out.rejection_counts.get(reason, 0) + n
             out.rejections.extend(r.rejections)
+            for sym, runs in r.fetched_runs.items():
+                out.fetched_runs.setdefault(sym, []).extend(runs)
+            for sym, days in r.rejected_sessions.items():
+                out.rejected_sessions.setdefault(sym, []).extend(days)
+            out.unfinished_sessions = sorted({*out.unfinished_sessions, *r.unfinished_sessions})
         if max_rejections is not None:
             del out.rejections[max_rejections:]
         return out
@@ -326,6 +343,7 @@ def sync_bars(
 
     eligible, finished = _eligible_sessions(first, last, tf.is_intraday, clock)
     report.sessions_requested = len(eligible) * len(syms)
+    report.unfinished_sessions = [d for d in market_hours.sessions_in_range(first, last) if d not in finished]
     if not eligible:
         report.seconds = time.perf_counter() - t0
         return report
@@ -403,6 +421,7 @@ def _store_call(
         stats = report.per_symbol[sym]
         stats["sessions_fetched"] += len(days)
         report.sessions_fetched += len(days)
+        report.fetched_runs.setdefault(sym, []).append((days[0], days[-1]))
         rows_per_day: dict[date, int] = defaultdict(int)
         tainted: set[date] = set()
         good = None
@@ -428,6 +447,8 @@ def _store_call(
                 report.reject(sym, when, reason)
         if good is not None and len(good):
             goods[sym] = good
+        if tainted:
+            report.rejected_sessions.setdefault(sym, []).extend(sorted(tainted))
         done_days = [d for d in days if d in finished and d not in tainted]
         if done_days:
             coverage.append((sym, done_days, rows_per_day))

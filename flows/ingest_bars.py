@@ -27,6 +27,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from cachelib.market_hours import chunk_range, default_bars_window
+from cachelib.pictures import ingest_coverage_markdown
 from cachelib.sources import describe_source
 from cachelib.sync import ACTION_LOOKAHEAD, CorporateActionSyncReport, SyncReport
 from flows import _common
@@ -148,6 +149,8 @@ def _publish(result: BarsIngest, r: SyncReport) -> None:
     publish_markdown(artifact_key("ingest-bars", tf, "summary"),
                      bars_summary_markdown(r, result.chunks, result.db_path, result.actions),
                      f"ingest_bars {tf} summary")
+    publish_markdown(artifact_key("ingest-bars", tf, "coverage"), ingest_coverage_markdown(r),
+                     f"{tf} coverage map: symbols x sessions, cached / fetched now / missing / rejected")
     publish_table(artifact_key("ingest-bars", tf, "per-symbol"), _per_symbol_rows(r),
                   f"{tf} rows fetched/written/rejected per symbol")
     publish_table(artifact_key("ingest-bars", tf, "rejections"),

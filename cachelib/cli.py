@@ -55,7 +55,6 @@ import sqlite3
 import stat
 import sys
 import textwrap
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -68,7 +67,7 @@ from .bars import _VALID_AMOUNTS, BAR_COLUMNS, NY, key_range, normalize_symbol, 
 from .corporate_actions import ACTION_COLUMNS, ADJUSTMENTS
 from .store import TradingCacheManager, database_files, default_db_path
 from .store.files import sqlite_path
-from .store.postgres import PG_TABLES, is_postgres_url, redact_url
+from .store.postgres import PG_TABLES, is_postgres_url, redact_url, url_secrets
 from .store.series import norm_asset_type, norm_feed, norm_source
 
 __all__ = ["main", "build_parser", "EXIT_CODES"]
@@ -1308,13 +1307,8 @@ def _secrets(args: argparse.Namespace | None) -> list[str]:
         locations += [str(getattr(args, name, None) or "") for name in ("db_url", "db_path", "source", "destination")]
     found = []
     for location in locations:
-        if not is_postgres_url(location):
-            continue
-        with contextlib.suppress(ValueError):
-            parts = urllib.parse.urlsplit(location)
-            found.append(urllib.parse.unquote(parts.password or ""))
-            found.append(parts.password or "")
-            found += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() in ("password", "sslpassword")]
+        if is_postgres_url(location):
+            found += url_secrets(location)  # as libpq reads them: "#", "?" or "/" in a password
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 

@@ -145,6 +145,8 @@ def trade_record(trade: Any) -> dict[str, Any]:
         raise ValueError("trade needs a non-empty string trade_id")
     if len(trade_id.strip()) > MAX_TRADE_ID_LENGTH:
         raise ValueError(f"trade_id is longer than {MAX_TRADE_ID_LENGTH} characters")
+    if "\x00" in trade_id:
+        raise ValueError(f"trade_id {trade_id!r} contains a NUL character; remove it")
     tid = trade_id.strip()
     record: dict[str, Any] = {"trade_id": tid}
     for key, rule in _FIELD_RULES.items():
@@ -218,9 +220,10 @@ def _confidence(value: Any, tid: str, key: str) -> float:
 
 
 def _text(value: Any, tid: str, key: str) -> str:
-    if type(value) is str:
-        return value
-    return str(value.value if hasattr(value, "value") else value)  # an enum stores its value
+    text = value if type(value) is str else str(value.value if hasattr(value, "value") else value)  # an enum: its value
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL; SQLite would: refused on both engines alike
+        raise ValueError(f"{_what(tid, key)} {text!r} contains a NUL character; remove it")
+    return text
 
 
 _FIELD_RULES: dict[str, Callable[[Any, str, str], Any]] = {

@@ -548,7 +548,10 @@ class BarTable:
                timeframe: str | None, feed: str | None = None) -> int:
         removed = 0
         with self._db.atomic() as conn:
-            for sid, tf_name in self._series.matching(symbol, source, asset_type, timeframe, feed):
+            series = self._series.matching(symbol, source, asset_type, timeframe, feed)
+            # Every series this delete may rewrite, locked at once in one order (as set_many does).
+            self._db.lock(conn, [("series", sid) for sid, _ in series])
+            for sid, tf_name in series:
                 intraday = parse_timeframe(tf_name).is_intraday
                 lo, hi = open_key_range(start, end, intraday)
                 if intraday:

@@ -23,7 +23,7 @@ connection (the rooms, their SQL, their validation and errors) is the SQLite eng
   history, updating trades, replacing corporate actions) first take transaction-scoped advisory
   locks on what they change (:meth:`PostgresDatabase.lock`, in sorted order, so two writers
   never wait on each other in a cycle). A deadlock or serialization failure that still happens
-  (SQLSTATE class 40, which PostgreSQL documents as safe to retry) is retried as a whole public
+  (SQLSTATE 40001 or 40P01, which PostgreSQL documents as safe to retry) is retried as a whole public
   call, a bounded number of times, when it is the outermost transaction
   (:meth:`PostgresDatabase.retrying`).
 * **Credentials** come only from the URL or libpq's environment (``PGPASSWORD``...); every
@@ -55,7 +55,7 @@ log = logging.getLogger("cachelib.store")
 
 T = TypeVar("T")
 
-__all__ = ["PG_SCHEMA", "PostgresDatabase", "PostgresDialect", "close_pools", "is_postgres_url", "redact_url"]
+__all__ = ["PG_SCHEMA", "PostgresDatabase", "PostgresDialect", "close_pools", "is_postgres_url", "redact_url", "url_secrets"]
 
 #: The schema version a PostgreSQL cache is created at (the SQLite history's newest).
 PG_SCHEMA_VERSION = 7
@@ -220,9 +220,59 @@ def is_postgres_url(location: object) -> bool:
 _SECRET_PARAMS = {"password", "sslpassword"}
 
 
+def url_secrets(url: str) -> list[str]:
+    """The passwords in ``url`` as libpq reads them (user part and ``password``/``sslpassword``
+    parameters), raw and percent-decoded, longest first: what must never be printed.
+
+    libpq's user part ends at the first ``@`` before any ``/``; a password typed without
+    percent-encoding may hold ``#``, ``?`` or ``/``, which :func:`urllib.parse.urlsplit`
+    reads as a fragment, query or path (and would leave the password in view)."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    found: list[str] = []
+    at, colon = rest.find("@"), rest.find(":")
+    if 0 <= colon < at:
+        # The user part runs to the last "@" before the first "/" or "?" after the first "@".
+        tail = re.search(r"[/?]", rest[at:])
+        end = rest.rfind("@", 0, at + tail.start() if tail else len(rest))
+        found.append(rest[colon + 1:end])
+        rest = rest[end + 1:]
+    query = rest.partition("?")[2]
+    for pair in query.split("&"):
+        key, _eq, value = pair.partition("=")
+        if urllib.parse.unquote(key).lower() in _SECRET_PARAMS:
+            found.append(value)
+    secrets = {form for s in found for form in (s, urllib.parse.unquote(s)) if form}
+    return sorted(secrets, key=len, reverse=True)
+
+
+def _mask_secrets(url: str) -> str:
+    """``url`` with the user part's password and the secret parameters' values (as libpq
+    reads them, see :func:`url_secrets`) replaced by ``***``, everything else as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    at, colon = rest.find("@"), rest.find(":")
+    head = ""
+    if 0 <= colon < at:
+        tail = re.search(r"[/?]", rest[at:])
+        end = rest.rfind("@", 0, at + tail.start() if tail else len(rest))
+        head, rest = rest[:colon] + ":***@", rest[end + 1:]
+    where, q, query = rest.partition("?")
+    if q:
+        query = "&".join(
+            f"{key}=***" if urllib.parse.unquote(key).lower() in _SECRET_PARAMS else pair
+            for pair in query.split("&")
+            for key, _eq, _value in [pair.partition("=")]
+        )
+    return f"{scheme}://{head}{where}{q}{query}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password (in the user part or as a query parameter) replaced by ``***``:
     the only form of a location that is ever printed, logged or stored in an artifact."""
+    url = _mask_secrets(url)  # first by libpq's reading: an unencoded "#", "?" or "/" in a password
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
@@ -372,18 +422,25 @@ def _sqlite_binding(row: Sequence[Any]) -> Sequence[Any]:
 
 def _raise_mapped(exc: Exception, label: str) -> None:
     """Re-raise a lost or refused connection as :class:`DatabaseFileError` naming ``label``;
-    any other error (constraint, retryable class 40...) propagates as it is."""
+    any other error (constraint, a retryable 40001/40P01...) propagates as it is."""
     import psycopg
 
     if isinstance(exc, psycopg.OperationalError) and not _retryable(exc):
-        raise DatabaseFileError(f"the PostgreSQL cache at {label} failed: {_first_line(exc)}") from None
+        raise DatabaseFileError(
+            f"the PostgreSQL cache at {label} failed: {_first_line(exc)}; a write under way may or may "
+            "not have been saved (every write of the cache is an upsert: running it again is safe)"
+        ) from None
+
+
+#: Serialization failure and deadlock: the two SQLSTATEs PostgreSQL documents as safe to retry
+#: as a whole transaction. Not all of class 40: 40003 (statement completion unknown) means the
+#: COMMIT may have happened, and a retry could apply a call twice.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 def _retryable(exc: BaseException) -> bool:
-    """Deadlock and serialization failures (SQLSTATE class 40): PostgreSQL documents them as
-    safe to retry as a whole transaction."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith("40")
+    """Whether ``exc`` is a serialization failure or a deadlock (:data:`_RETRYABLE_SQLSTATES`)."""
+    return getattr(exc, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _first_line(exc: BaseException) -> str:
@@ -394,14 +451,8 @@ def _scrub(text: str, url: str, label: str) -> str:
     """``text`` (a libpq message) with ``url`` shown as ``label`` and every password of
     ``url`` as ``***``: libpq quotes a URL it cannot parse, password included."""
     text = text.replace(url, label)
-    userinfo = re.match(r"[^:/]*://([^@/?#]*)@", url)
-    secrets = re.findall(r"(?:^|[?&])(?:ssl)?password=([^&#]*)", url, flags=re.IGNORECASE)
-    if userinfo and ":" in userinfo.group(1):
-        secrets.append(userinfo.group(1).split(":", 1)[1])
-    for secret in secrets:
-        for form in {secret, urllib.parse.unquote(secret)}:
-            if form:
-                text = text.replace(form, "***")
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
     return text
 
 

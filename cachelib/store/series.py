@@ -64,6 +64,8 @@ def feed_rank(feed: str) -> tuple[int, str]:
 def norm_source(source: str) -> str:
     if not isinstance(source, str) or not source.strip():
         raise ValueError("source must be a non-empty string such as 'alpaca'")
+    if "\x00" in source:  # PostgreSQL text cannot hold it: refused on both engines alike
+        raise ValueError(f"source {source[:40]!r} contains a NUL character; give a name such as 'alpaca'")
     return source.strip().lower()
 
 

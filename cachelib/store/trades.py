@@ -194,5 +194,14 @@ def trade_filters(
         ("symbol = ?", maybe(normalize_symbol, symbol)),
         ("entry_date >= ?", lo if start is not None else None),
         ("entry_date <= ?", hi if end is not None else None),
-        ("strategy_name = ?", maybe(str, strategy)),
+        ("strategy_name = ?", maybe(_strategy_filter, strategy)),
     )
+
+
+def _strategy_filter(strategy: Any) -> str:
+    """A strategy name to filter by; one with a NUL (which no stored name holds, and which
+    PostgreSQL cannot even compare) is refused on both engines alike."""
+    name = str(strategy)
+    if "\x00" in name:
+        raise ValueError(f"strategy {name[:40]!r} contains a NUL character; remove it")
+    return name

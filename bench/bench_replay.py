@@ -7,8 +7,10 @@ Run with ``python -m bench.bench_replay`` (``--help`` for options). Measures, in
 * the same with every bar validated into a ``RawTick``;
 * the plain-Python reference loop of ``tests/sma_reference.py``, on the same bars;
 * optionally ``replay_days`` end to end from a SQLite store (read + flow + archive);
-* backtrader's rate, a constant measured on these machines (``/work/shared/NOTES.md``:
-  "backtrader replaying 100k synthetic minute bars with an SMA 10/30 crossover: ~8,100 bars/s");
+* backtrader (``requirements-bench.txt``; ``make bench`` installs it) in the same run, on the
+  same bars, with the same SMA-crossover rules (:class:`_BacktraderSma`), one ``Cerebro`` per
+  session as our replay has one flow per session; its trades must equal ours (entry and exit
+  times and prices). Without backtrader the bench says so and skips that row;
 * whether the engine's trades are identical to the reference's (prices and times exactly,
   excursions to 1e-12), and the tracemalloc peak of a streaming replay (one session pulled
   from the source at a time) over 21 and over 252 sessions, to show memory is flat.
@@ -29,11 +31,11 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cachelib.tick_flow import get_strategy, run_session
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKTRADER_BARS_PER_S = 8_100  # /work/shared/NOTES.md, "Measured on these machines"
 TARGET_BARS_PER_S = 100_000
 STORE_TARGET_BARS_PER_S = 250_000  # issue 10 section 4: replay_days from the store
 
@@ -194,6 +196,88 @@ def store_replay(days: list[list[Bar]], symbol: str, workers: int) -> tuple[floa
         return cpu, wall, summary.bars, summary.trades
 
 
+# --- backtrader, the outside anchor -------------------------------------------------------------
+
+
+def backtrader_trades(days: list[list[Bar]], fast: int = 10, slow: int = 30) -> list[list[tuple]] | None:
+    """Each session replayed by backtrader under our SMA-crossover rules: per session, the trades
+    as ``(entry time, entry price, exit time, exit price)``; None when backtrader is missing.
+
+    The rules, as ``tests/sma_reference.py`` states them: SMA = ``sum(last n closes) / n``
+    (computed so, not with backtrader's ``fsum``-based SMA, so that ties cross the same way);
+    a cross needs both SMAs on the previous bar and this one, ``<=``/``>=`` before, strictly
+    after; enter long when flat, exit when long; a signal fills at the next bar's open, which
+    backtrader's market orders do by default (a signal on the session's last bar never fills);
+    a position still open at the end is closed at the last close, stamped one bar later.
+    """
+    try:
+        import backtrader as bt
+        import pandas as pd
+    except ImportError:
+        return None
+
+    class _BacktraderSma(bt.Strategy):
+        def __init__(self) -> None:
+            self.trades: list[tuple] = []
+            self.entry: tuple | None = None
+            self.prev: tuple[float, float] | None = None
+
+        def notify_order(self, order: Any) -> None:
+            if order.status != order.Completed:
+                return
+            when = bt.num2date(order.executed.dt).replace(tzinfo=UTC)
+            if order.isbuy():
+                self.entry = (when, order.executed.price)
+            else:
+                assert self.entry is not None
+                self.trades.append((*self.entry, when, order.executed.price))
+                self.entry = None
+
+        def next(self) -> None:
+            if len(self.data) < slow:
+                return
+            f = sum(self.data.close.get(size=fast)) / fast
+            s = sum(self.data.close.get(size=slow)) / slow
+            prev, self.prev = self.prev, (f, s)
+            if prev is None:
+                return
+            if prev[0] <= prev[1] and f > s and not self.position:
+                self.buy(size=100)
+            elif prev[0] >= prev[1] and f < s and self.position:
+                self.sell(size=100)
+
+        def stop(self) -> None:
+            if self.entry is not None:  # session close: the last close, one bar after the last bar
+                last = bt.num2date(self.data.datetime[0]).replace(tzinfo=UTC) + timedelta(minutes=1)
+                self.trades.append((*self.entry, last, self.data.close[0]))
+
+    out = []
+    for bars in days:
+        frame = pd.DataFrame([(ts.replace(tzinfo=None), o, h, lo, c, v) for ts, o, h, lo, c, v in bars],
+                             columns=["datetime", "open", "high", "low", "close", "volume"]).set_index("datetime")
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(bt.feeds.PandasData(dataname=frame))
+        cerebro.addstrategy(_BacktraderSma)
+        cerebro.broker.setcash(1e12)  # never refuse an order for want of cash
+        [strategy] = cerebro.run()
+        out.append(strategy.trades)
+    return out
+
+
+def compare_backtrader(engine: list[list], theirs: list[list[tuple]]) -> tuple[bool, int, str]:
+    """Our trades against backtrader's: entry and exit times and prices, exactly."""
+    n = 0
+    for k, (mine, bt_trades) in enumerate(zip(engine, theirs, strict=True)):
+        ours = [(t.entry_date, t.entry_price, t.exit_date, t.exit_price) for t in mine]
+        if len(ours) != len(bt_trades):
+            return False, n, f"session {k}: {len(ours)} trades vs backtrader's {len(bt_trades)}"
+        for a, b in zip(ours, bt_trades):
+            if a != b:
+                return False, n, f"session {k}: {a} vs backtrader's {b}"
+            n += 1
+    return True, n, ""
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -205,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=None, help="limit the year to N sessions")
     parser.add_argument("--no-store", action="store_true", help="skip the SQLite replay_days row")
+    parser.add_argument("--backtrader-repeat", type=int, default=1,
+                        help="backtrader runs, best of (default 1: it replays ~100x slower than ours)")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -219,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_s, ref_wall, ref = best_of(args.repeat, lambda: reference_year(days, args.symbol))
     identical, n_trades, why = compare(engine, ref)  # type: ignore[arg-type]
     store = None if args.no_store else store_replay(days, args.symbol, workers=1)
+    bt_s, bt_wall, bt = best_of(args.backtrader_repeat, lambda: backtrader_trades(days))
+    bt_same, bt_n, bt_why = compare_backtrader(engine, bt) if bt is not None else (True, 0, "")  # type: ignore[arg-type]
 
     rows = [
         ("tick flow, trusted ticks (replay path)", n_bars / flow_s, flow_s, flow_wall),
@@ -228,26 +316,30 @@ def main(argv: list[str] | None = None) -> int:
     if store is not None:
         cpu_s, wall_s, bars, _ = store
         rows.append(("replay_days from SQLite (read+flow+archive)", bars / cpu_s, cpu_s, wall_s))
-    backtrader_s = n_bars / BACKTRADER_BARS_PER_S
-    rows.append(("backtrader (constant from NOTES.md)", BACKTRADER_BARS_PER_S, backtrader_s, None))
+    if bt is not None:
+        rows.append(("backtrader 1.9, same bars and rules (measured)", n_bars / bt_s, bt_s, bt_wall))
 
     print(f"{'replay of one symbol-year':<46} {'bars/s':>12} {'cpu s':>8} {'wall s':>8} {'us/bar':>8}")
     print("-" * 86)
     for name, rate, cpu, wall in rows:
-        wall_text = f"{wall:8.3f}" if wall is not None else f"{'-':>8}"
-        print(f"{name:<46} {rate:12,.0f} {cpu:8.3f} {wall_text} {1e6 / rate:8.2f}")
+        print(f"{name:<46} {rate:12,.0f} {cpu:8.3f} {wall:8.3f} {1e6 / rate:8.2f}")
     print("-" * 86)
     print("bars/s = bars / best process CPU time (shared machine); wall = best wall-clock time")
     verdict = "PASS" if n_bars / flow_s >= TARGET_BARS_PER_S else "BELOW TARGET"
+    versus_bt = f"{bt_s / flow_s:.0f}x backtrader, " if bt is not None else ""
     print(f"target >= {TARGET_BARS_PER_S:,} bars/s through the full flow: {verdict} "
-          f"({n_bars / flow_s / BACKTRADER_BARS_PER_S:.0f}x backtrader, "
-          f"{ref_s / flow_s:.2f}x the reference's speed)")
+          f"({versus_bt}{ref_s / flow_s:.2f}x the reference's speed)")
     if store is not None:
         store_rate = store[2] / store[0]
         print(f"target >= {STORE_TARGET_BARS_PER_S:,} bars/s for replay_days from the store: "
               f"{'PASS' if store_rate >= STORE_TARGET_BARS_PER_S else 'BELOW TARGET'} ({store_rate:,.0f})")
     print(f"trades identical to the reference: {'YES' if identical else 'NO'} "
           f"({n_trades:,} trades compared{'' if identical else '; first difference: ' + why})")
+    if bt is None:
+        print("backtrader: not installed, not measured (`make bench` installs requirements-bench.txt)")
+    else:
+        print(f"trades identical to backtrader's (entry/exit times and prices): {'YES' if bt_same else 'NO'} "
+              f"({bt_n:,} trades compared{'' if bt_same else '; first difference: ' + bt_why})")
 
     print("\npeak memory, streaming one session at a time (tracemalloc):")
     peaks = []
@@ -257,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {sessions:>4} sessions {bars:>8,} bars {trades:>6,} trades  peak {peak / 2**20:7.2f} MiB")
     print(f"  ratio {peaks[-1] / peaks[0]:.2f} for {len(days) / 21:.0f}x the sessions: "
           f"{'flat' if peaks[-1] < 1.5 * peaks[0] else 'GROWING'}")
-    return 0 if identical else 1
+    return 0 if identical and bt_same else 1
 
 
 if __name__ == "__main__":

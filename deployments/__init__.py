@@ -9,6 +9,16 @@ Both ways of scheduling the flows come from :data:`DEPLOYMENTS`:
 
 Every schedule is cron in ``America/New_York`` (so 17:00 stays 17:00 across DST), and knows
 nothing of market holidays: the flows check the trading calendar themselves and skip.
+
+Heartbeats: deployment runs keep Prefect's flow-run heartbeat (``flows.heartbeat_frequency``,
+default 180 s). Nobody watches a scheduled run at 17:00; if its process dies (OOM, a reboot),
+the run would stay *Running* forever, and with ``CANCEL_NEW`` that zombie's concurrency slot
+would cancel every later fire. Missing heartbeats are what an automation can mark *Crashed*
+(Prefect's "detect zombie flows" guide; self-hosted servers create that automation once).
+The price is ~1.1 s at the end of each run (Prefect 3.8.8 joins the heartbeat thread, which
+sleeps in 1-second steps), small next to a scheduled run's network work. Runs started from a
+shell (``make run``, the benchmarks) are watched by whoever started them and turn it off:
+``flows._common.without_heartbeat``.
 """
 
 from __future__ import annotations
@@ -167,6 +177,8 @@ _HEADER = """\
 # the flows check the trading calendar themselves and skip. One run per deployment at a time:
 # a scheduled run due while the previous one runs is cancelled (CANCEL_NEW: the next fire
 # catches up); a manual run (replay-backfill) waits for the previous one (ENQUEUE).
+# Runs keep Prefect's heartbeat (default 180 s): it lets an automation mark a run whose process
+# died Crashed, rather than leave it holding its concurrency slot; `make run` turns it off.
 """
 
 

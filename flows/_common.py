@@ -8,6 +8,8 @@ Environment knobs read here:
 
 * ``CACHELIB_SYMBOLS`` - comma-separated default universe of ``daily_pipeline``.
 * ``CACHELIB_TASK_WORKERS`` - threads of the default ``ThreadPoolTaskRunner`` (default 4).
+* ``CACHELIB_TASK_CHUNK`` - at most this many items (underlyings, (symbol, session) pairs) per
+  task run of a fan-out (default 25; see :func:`task_chunks`).
 * ``DASK_SCHEDULER_ADDRESS`` - when set (e.g. ``tcp://10.0.0.5:8786``), flows use
   ``prefect_dask.DaskTaskRunner(address=...)`` instead of the thread pool.
 * ``TRADING_CACHE_URL`` / ``TRADING_CACHE_DB`` - the default cache when a flow gets no ``db_path``
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -49,6 +52,9 @@ __all__ = [
     "resolve_db_path",
     "display_db",
     "choose_task_runner",
+    "task_workers",
+    "task_chunks",
+    "without_heartbeat",
     "artifact_key",
     "publish_markdown",
     "publish_table",
@@ -64,6 +70,10 @@ SYMBOLS_ENV = "CACHELIB_SYMBOLS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 WORKERS_ENV = "CACHELIB_TASK_WORKERS"
 DEFAULT_MAX_WORKERS = 4
+CHUNK_ENV = "CACHELIB_TASK_CHUNK"
+#: At most this many items per task run of a fan-out (issue 13: each task run costs Prefect
+#: ~16 ms of API round trips, so 500 underlyings as 500 task runs cost 8 s of pure overhead).
+DEFAULT_TASK_CHUNK = 25
 
 
 # -- clock, universe, paths, source ------------------------------------------------------------
@@ -115,10 +125,59 @@ def choose_task_runner(max_workers: int | None = None) -> Any:
         from prefect_dask import DaskTaskRunner  # imported only when asked for: dask is heavy
 
         return DaskTaskRunner(address=address)
-    if max_workers is None:
-        raw = os.environ.get(WORKERS_ENV, "").strip()
-        max_workers = int(raw) if raw else DEFAULT_MAX_WORKERS
-    return ThreadPoolTaskRunner(max_workers=max_workers)
+    return ThreadPoolTaskRunner(max_workers=max_workers if max_workers is not None else task_workers())
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}; unset it for the default {default}")
+    return value
+
+
+def task_workers() -> int:
+    """Threads of the default task runner: ``CACHELIB_TASK_WORKERS``, default 4."""
+    return _positive_int_env(WORKERS_ENV, DEFAULT_MAX_WORKERS)
+
+
+def task_chunks(items: Sequence[Any], max_size: int | None = None) -> list[list[Any]]:
+    """``items`` cut into consecutive chunks, one task run each, in their order.
+
+    As few task runs as keep every worker busy: ``ceil(len / workers)`` items per chunk, but
+    at most ``max_size`` (``CACHELIB_TASK_CHUNK``, default 25) so that one failed chunk, and
+    one task run in the UI, stays small. 20 items on 4 workers -> 4 chunks of 5; 100 -> 4 of 25;
+    500 -> 20 of 25.
+
+    >>> [len(c) for c in task_chunks(list(range(10)), 3)]
+    [3, 3, 3, 1]
+    """
+    limit = max_size if max_size is not None else _positive_int_env(CHUNK_ENV, DEFAULT_TASK_CHUNK)
+    size = max(1, min(limit, -(-len(items) // task_workers())))
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+@contextmanager
+def without_heartbeat() -> Iterator[None]:
+    """Flow runs started inside this block send no heartbeat (``flows.heartbeat_frequency=None``).
+
+    Prefect 3.8.8 joins a sync flow run's heartbeat thread when the run ends, and the thread
+    sleeps in 1-second steps: about 1.07 s per run, most of a small run's wall time. The
+    heartbeat is what lets the server mark a crashed run ("zombie") as crashed, which matters
+    for runs nobody watches: scheduled deployments keep it (their worker or ``serve`` process
+    uses the default, 180 s). Runs started from a shell (``make run``, the benchmarks, a flow
+    called from Python) are watched by whoever started them and use this block. The setting
+    cannot be ``None`` through an environment variable, only a profile or this override.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 # -- artifacts ---------------------------------------------------------------------------------

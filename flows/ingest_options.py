@@ -4,8 +4,9 @@ Vendors only serve the *latest* chain (no history), so the cache builds its own 
 these snapshots; each is filed under the New York trading date of its quotes, and a later
 snapshot of the same day replaces the earlier one contract by contract. On weekends and
 holidays the flow logs the reason and skips (the quotes would be stale copies of the last
-session's). Underlyings are snapshotted in parallel tasks, so one failing underlying fails
-on its own (HTTP faults are retried inside the source only, see tasks.market_data).
+session's). Underlyings are snapshotted in parallel tasks, a chunk of underlyings per task run
+(``flows._common.task_chunks``: each task run costs Prefect ~16 ms), so one failing underlying
+fails its chunk (HTTP faults are retried inside the source only, see tasks.market_data).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from flows._common import (
     publish_markdown,
     publish_table,
     resolve_db_path,
+    task_chunks,
 )
 from tasks.maintenance import cache_stats
 from tasks.market_data import snapshot_option_chains
@@ -64,9 +66,10 @@ class ChainsIngest:
         return self.report.rows_written - self.new_rows
 
 
-def submit_options(underlyings: list[str], source: str, db_path: str) -> PrefectFutureList[OptionSyncReport]:
-    """Start one snapshot task per underlying on the flow's task runner; returns the futures."""
-    return snapshot_option_chains.map(unmapped(db_path), list(underlyings), unmapped(source))
+def submit_options(underlyings: list[str], source: str, db_path: str) -> PrefectFutureList[list[OptionSyncReport]]:
+    """Start one snapshot task per chunk of underlyings on the flow's task runner; returns the
+    futures (each a list of per-underlying reports)."""
+    return snapshot_option_chains.map(unmapped(db_path), task_chunks(list(underlyings)), unmapped(source))
 
 
 def _option_rows(db_path: str) -> int:
@@ -74,9 +77,9 @@ def _option_rows(db_path: str) -> int:
 
 
 def options_stage(underlyings: list[str], source: str, db_path: str,
-                  futures: PrefectFutureList[OptionSyncReport] | None = None, rows_before: int | None = None,
+                  futures: PrefectFutureList[list[OptionSyncReport]] | None = None, rows_before: int | None = None,
                   day: date | None = None) -> ChainsIngest:
-    """Snapshot every underlying (one task each; or wait for ``futures`` from
+    """Snapshot every underlying (a task per chunk; or wait for ``futures`` from
     :func:`submit_options`, started when the cache held ``rows_before`` option rows) and
     publish the artifacts. A snapshot is always today's chain, never ``day``'s, and the
     summary says so.
@@ -84,7 +87,7 @@ def options_stage(underlyings: list[str], source: str, db_path: str,
     if futures is None:
         rows_before = _option_rows(db_path)
         futures = submit_options(underlyings, source, db_path)
-    parts = [f.result() for f in futures]
+    parts = [report for f in futures for report in f.result()]
     report = OptionSyncReport.merge(parts)
     # Net growth of the table: exact unless another job writes option rows meanwhile.
     new_rows = (None if rows_before is None

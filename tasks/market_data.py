@@ -93,11 +93,34 @@ def fetch_and_store_corporate_actions(
     return report
 
 
-@task(name="snapshot_option_chains", task_run_name="snapshot {underlying} chain", **NETWORK_TASK)
-def snapshot_option_chains(db_path: str, underlying: str, source: str = "auto") -> OptionSyncReport:
-    """Store one snapshot of ``underlying``'s option chain (the source's latest quotes)."""
+def _chains_run_name() -> str:
+    """``snapshot AAPL chain`` for one underlying, ``snapshot 25 chains SPY..XOM`` for a chunk."""
+    from prefect.runtime import task_run
+
+    names = _as_list(task_run.parameters.get("underlyings", []))
+    if len(names) == 1:
+        return f"snapshot {names[0]} chain"
+    return f"snapshot {len(names)} chains {names[0] if names else ''}..{names[-1] if names else ''}"
+
+
+def _as_list(underlyings: str | list[str]) -> list[str]:
+    return [underlyings] if isinstance(underlyings, str) else list(underlyings)
+
+
+@task(name="snapshot_option_chains", task_run_name=_chains_run_name, **NETWORK_TASK)
+def snapshot_option_chains(db_path: str, underlyings: str | list[str], source: str = "auto") -> list[OptionSyncReport]:
+    """Store one snapshot of each underlying's option chain (the source's latest quotes).
+
+    One task run per chunk of underlyings (``flows._common.task_chunks``): a task run costs
+    Prefect ~16 ms, so 500 underlyings as 500 runs would cost 8 s for nothing. Returns one
+    report per underlying, in order, so that requests are still counted per underlying.
+    """
+    logger = get_run_logger()
+    reports = []
     with open_source(source) as src, TradingCacheManager(db_path, timeout=STORE_TIMEOUT) as cache:
-        report = sync_option_chains(cache, src, [underlying])
-    get_run_logger().info("%s chain from %s: %d contracts filed under %s", underlying, report.source,
-                          report.rows_written, ", ".join(report.trading_dates.values()) or "no date")
-    return report
+        for underlying in _as_list(underlyings):
+            report = sync_option_chains(cache, src, [underlying])
+            logger.info("%s chain from %s: %d contracts filed under %s", underlying, report.source,
+                        report.rows_written, ", ".join(report.trading_dates.values()) or "no date")
+            reports.append(report)
+    return reports

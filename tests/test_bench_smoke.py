@@ -91,3 +91,41 @@ def test_engines_bench_prints_both_engines(capsys: pytest.CaptureFixture[str], t
     assert (errors["sqlite"], errors["postgresql"], errors["met"]) == (0, 0, True)
     # Everything the bench wrote lives under --workdir (or the server's own folder) and is removed.
     assert list(tmp_path.iterdir()) == []
+
+
+# -- bench_replay: backtrader measured in the same run (issue 13) -----------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_replay_bench_measures_backtrader_on_the_same_trades(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("backtrader", reason="bench-only dependency: make bench installs requirements-bench.txt")
+    from bench import bench_replay
+
+    assert bench_replay.main(["--sessions", "3", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    labels = ["tick flow, trusted ticks (replay path)", "tick flow, validated ticks", "plain-Python reference loop",
+              "replay_days from SQLite (read+flow+archive)", "backtrader 1.9, same bars and rules (measured)"]
+    rows = [line for line in out.splitlines() if line.startswith(tuple(labels))]
+    assert [row[:46].rstrip() for row in rows] == labels
+    # AAPL's first three sessions of 2024 on DemoSource(seed=7): 3 x 390 bars.
+    assert "3 sessions, 1,170 one-minute bars" in out
+    assert "trades identical to backtrader's (entry/exit times and prices): YES" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pipeline_bench_prints_sizes_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bench_pipeline
+
+    bench_pipeline.main(["--sizes", "2,3", "--repeat", "1", "--settle", "0", "--noop-tasks", "4"])
+    out = capsys.readouterr().out
+    assert f"{'2 symbols':>16}{'3 symbols':>16}" in out
+    for label in ("plain cachelib, wall (median)", "daily_pipeline, wall (median)", "Prefect overhead",
+                  "overhead, % of the flow's wall", "task runs", "peak heap of one run, flow",
+                  "peak RSS, flow process", "fixed per flow run, heartbeat off", "fixed per flow run, heartbeat on",
+                  "per task run (4 no-op tasks, thread pool)"):
+        assert label in out
+    # 4 cache_stats, 2 daily-bar chunks or 1, corporate actions, minute bars, then one snapshot and
+    # one replay task run per symbol (2 and 3 symbols on 4 workers: a chunk of one each).
+    task_runs = next(line for line in out.splitlines() if line.startswith("task runs")).split()[2:]
+    assert task_runs in (["12", "14"], ["11", "13"])

@@ -374,6 +374,56 @@ def test_task_runner_choice(monkeypatch):
     assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://127.0.0.1:8786"
 
 
+def test_task_chunks_keep_every_worker_busy_and_stay_small(monkeypatch):
+    """Issue 13: a fan-out is one task run per chunk, as few as keep the workers busy, capped."""
+    from flows._common import task_chunks
+
+    monkeypatch.delenv("CACHELIB_TASK_CHUNK", raising=False)
+    monkeypatch.setenv("CACHELIB_TASK_WORKERS", "4")
+    symbols = [f"S{i}" for i in range(10)]
+    assert task_chunks(symbols) == [["S0", "S1", "S2"], ["S3", "S4", "S5"], ["S6", "S7", "S8"], ["S9"]]
+    assert [len(c) for c in task_chunks(list(range(20)))] == [5, 5, 5, 5]
+    assert [len(c) for c in task_chunks(list(range(100)))] == [25, 25, 25, 25]
+    assert [len(c) for c in task_chunks(list(range(500)))] == [25] * 20
+    assert [len(c) for c in task_chunks(list(range(500)), 100)] == [100] * 5
+    assert task_chunks([]) == []
+    monkeypatch.setenv("CACHELIB_TASK_CHUNK", "2")
+    assert task_chunks(symbols[:5]) == [["S0", "S1"], ["S2", "S3"], ["S4"]]
+    monkeypatch.setenv("CACHELIB_TASK_CHUNK", "0")
+    with pytest.raises(ValueError, match=r"CACHELIB_TASK_CHUNK must be a whole number >= 1, got '0'"):
+        task_chunks(symbols)
+    monkeypatch.delenv("CACHELIB_TASK_CHUNK")
+    monkeypatch.setenv("CACHELIB_TASK_WORKERS", "four")
+    with pytest.raises(ValueError, match=r"CACHELIB_TASK_WORKERS must be a whole number >= 1, got 'four'"):
+        task_chunks(symbols)
+
+
+def test_without_heartbeat_turns_it_off_for_the_block_only():
+    """Issue 13: Prefect 3.8.8 joins a sync flow run's heartbeat thread (~1.07 s per run); runs
+    started from a shell turn it off, deployments keep Prefect's default (180 s). ``None`` can
+    only be set this way (an environment variable cannot say None): if Prefect renames the
+    setting, this fails rather than the heartbeat silently staying on."""
+    from prefect.settings import get_current_settings
+
+    from flows._common import without_heartbeat
+
+    assert get_current_settings().flows.heartbeat_frequency == 180
+    with without_heartbeat():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == 180
+
+
+def task_run_names(state) -> list[str]:
+    """The names of the task runs of the flow run of ``state``, sorted (read from the API)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return sorted(run.name for run in runs)
+
+
 # -- ingest_option_chains ------------------------------------------------------------------------
 
 
@@ -391,7 +441,7 @@ def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, cache_url, 
     clock(WED_AFTER_CLOSE)
     state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=db)
     assert state.is_completed()
-    assert source_calls == ["demo", "demo"]  # one task (one snapshot) per underlying
+    assert source_calls == ["demo", "demo"]  # 2 underlyings on 4 workers: one per task run
     report = summary.report
     assert report.requests_made == 2
     assert set(report.rows_per_underlying) == {"AAPL", "SPY"}
@@ -586,11 +636,12 @@ def test_daily_pipeline_skips_non_sessions(prefect_harness, tmp_path, source_cal
         assert not Path(db).exists()  # and the cache was never opened (PostgreSQL: the run completed)
 
 
-def test_daily_pipeline_on_an_early_close(prefect_harness, cache_url):
+def test_daily_pipeline_on_an_early_close(prefect_harness, cache_url, monkeypatch):
     from cachelib.store import TradingCacheManager
     from flows.daily_pipeline import daily_pipeline
 
     db = cache_url
+    monkeypatch.setenv("CACHELIB_TASK_WORKERS", "1")  # one chunk per fan-out (the runner keeps its threads)
     state, summary = run(daily_pipeline, day=date(2025, 11, 28), symbols=["AAPL", "MSFT"], source="demo",
                          db_path=db)
     assert state.is_completed()
@@ -629,6 +680,15 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, cache_url):
     assert ("- corporate actions: 5 written for 2024-11-28 .. 2026-02-26, 2 of 2 symbol(s) asked, 1 request(s)"
             in keys["daily-pipeline-summary"][0].data)
     assert "corporate actions" in keys["daily-pipeline-stages"][0].data
+    # Issue 13: coarse tasks, readable names. 10 task runs: cache stats before, after, after the
+    # replay and after the chains; daily bars 2024-11-28..2024-12-31 and 2025 (a chunk per
+    # calendar year); corporate actions; minute bars; one snapshot chunk; one replay chunk.
+    names = task_run_names(state)
+    assert len(names) == 10
+    assert [n for n in names if not n.startswith("cache_stats")] == [
+        "fetch 1Day bars 2024-11-28..2024-12-31", "fetch 1Day bars 2025-01-01..2025-11-28",
+        "fetch 1Min bars 2025-11-28..2025-11-28", "fetch corporate actions 2024-11-28..2026-02-26",
+        "replay 2 sessions AAPL 2025-11-28..MSFT 2025-11-28", "snapshot 2 chains AAPL..MSFT"]
 
 
 def test_daily_pipeline_before_the_close_ingests_but_does_not_replay(prefect_harness, cache_url, clock, run_logs):

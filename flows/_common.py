@@ -7,7 +7,7 @@ answers "which database?", "which task runner?" and "how do we show it?".
 Environment knobs read here:
 
 * ``CACHELIB_SYMBOLS`` - comma-separated default universe of ``daily_pipeline``.
-* ``CACHELIB_TASK_WORKERS`` - threads of the default ``ThreadPoolTaskRunner`` (default 4).
+* ``CACHELIB_TASK_WORKERS`` - threads of the default ``ThreadPoolTaskRunner`` (default 1).
 * ``CACHELIB_TASK_CHUNK`` - at most this many items (underlyings, (symbol, session) pairs) per
   task run of a fan-out (default 25; see :func:`task_chunks`).
 * ``DASK_SCHEDULER_ADDRESS`` - when set (e.g. ``tcp://10.0.0.5:8786``), flows use
@@ -69,7 +69,12 @@ DEFAULT_SYMBOLS: list[str] = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA"]
 SYMBOLS_ENV = "CACHELIB_SYMBOLS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 WORKERS_ENV = "CACHELIB_TASK_WORKERS"
-DEFAULT_MAX_WORKERS = 4
+#: One thread by default. Measured with bench_pipeline (100 symbols, 2 cores): 4 threads 47 %
+#: Prefect overhead, 2 threads 32 %, 1 thread 27 %. The work is CPU-bound Python (validation,
+#: replay) that threads cannot run in parallel (one GIL), its writes to a SQLite cache take turns
+#: anyway, and fetches share one per-process request budget. Raise it for I/O-bound fetches;
+#: use Dask worker processes (DASK_SCHEDULER_ADDRESS) for real parallelism.
+DEFAULT_MAX_WORKERS = 1
 CHUNK_ENV = "CACHELIB_TASK_CHUNK"
 #: At most this many items per task run of a fan-out (issue 13: each task run costs Prefect
 #: ~16 ms of API round trips, so 500 underlyings as 500 task runs cost 8 s of pure overhead).

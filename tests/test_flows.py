@@ -441,7 +441,7 @@ def test_ingest_option_chains_demo_and_weekend_skip(prefect_harness, cache_url, 
     clock(WED_AFTER_CLOSE)
     state, summary = run(ingest_option_chains, underlyings=["AAPL", "SPY"], source="demo", db_path=db)
     assert state.is_completed()
-    assert source_calls == ["demo", "demo"]  # 2 underlyings on 4 workers: one per task run
+    assert source_calls == ["demo"]  # 2 underlyings, one worker by default: one task run for both
     report = summary.report
     assert report.requests_made == 2
     assert set(report.rows_per_underlying) == {"AAPL", "SPY"}

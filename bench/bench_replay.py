@@ -7,7 +7,7 @@ Run with ``python -m bench.bench_replay`` (``--help`` for options). Measures, in
 * the same with every bar validated into a ``RawTick``;
 * the plain-Python reference loop of ``tests/sma_reference.py``, on the same bars;
 * optionally ``replay_days`` end to end from a SQLite store (read + flow + archive);
-* backtrader (``requirements-bench.txt``; ``make bench`` installs it) in the same run, on the
+* backtrader (pinned in ``requirements.in``: ``make test`` installs it) in the same run, on the
   same bars, with the same SMA-crossover rules (:class:`_BacktraderSma`), one ``Cerebro`` per
   session as our replay has one flow per session; its trades must equal ours (entry and exit
   times and prices). Without backtrader the bench says so and skips that row;
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trades identical to the reference: {'YES' if identical else 'NO'} "
           f"({n_trades:,} trades compared{'' if identical else '; first difference: ' + why})")
     if bt is None:
-        print("backtrader: not installed, not measured (`make bench` installs requirements-bench.txt)")
+        print("backtrader: not installed, not measured (it is pinned in requirements.in)")
     else:
         print(f"trades identical to backtrader's (entry/exit times and prices): {'YES' if bt_same else 'NO'} "
               f"({bt_n:,} trades compared{'' if bt_same else '; first difference: ' + bt_why})")

@@ -21,6 +21,7 @@ of it (logs, artifacts, results printed) goes through :func:`display_db`, which 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -147,8 +148,29 @@ def _positive_int_env(name: str, default: int) -> int:
 
 
 def task_workers() -> int:
-    """Threads of the default task runner: ``CACHELIB_TASK_WORKERS``, default 4."""
-    return _positive_int_env(WORKERS_ENV, DEFAULT_MAX_WORKERS)
+    """How many task runs a fan-out should keep busy: ``CACHELIB_TASK_WORKERS`` when set; on a
+    Dask cluster (``DASK_SCHEDULER_ADDRESS``) the cluster's worker threads; else the thread
+    pool's default (1)."""
+    if os.environ.get(WORKERS_ENV, "").strip():
+        return _positive_int_env(WORKERS_ENV, DEFAULT_MAX_WORKERS)
+    address = os.environ.get(DASK_ENV, "").strip()
+    return _dask_threads(address) if address else DEFAULT_MAX_WORKERS
+
+
+#: Task slots assumed on a Dask cluster that cannot be asked (the fan-out still runs).
+DASK_FALLBACK_WORKERS = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _dask_threads(address: str) -> int:
+    """Worker threads of the Dask cluster at ``address`` (asked once per process)."""
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=10, set_as_default=False) as client:
+            return max(1, sum(client.nthreads().values()))
+    except Exception:  # an unreachable scheduler fails the flow's task runner, not this guess
+        return DASK_FALLBACK_WORKERS
 
 
 def task_chunks(items: Sequence[Any], max_size: int | None = None) -> list[list[Any]]:

@@ -98,7 +98,6 @@ def test_engines_bench_prints_both_engines(capsys: pytest.CaptureFixture[str], t
 
 @pytest.mark.timeout(120)
 def test_replay_bench_measures_backtrader_on_the_same_trades(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("backtrader", reason="bench-only dependency: make bench installs requirements-bench.txt")
     from bench import bench_replay
 
     assert bench_replay.main(["--sessions", "3", "--repeat", "1"]) == 0
@@ -114,18 +113,29 @@ def test_replay_bench_measures_backtrader_on_the_same_trades(capsys: pytest.Capt
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_pipeline_bench_prints_sizes_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import bench_pipeline
+def test_pipeline_bench_prints_sizes_side_by_side(tmp_path) -> None:
+    # In its own process: the bench starts (and stops) Prefect's SubprocessASGIServer, a
+    # per-process singleton that the session's test harness uses too.
+    import subprocess
+    import sys
 
-    bench_pipeline.main(["--sizes", "2,3", "--repeat", "1", "--settle", "0", "--noop-tasks", "4"])
-    out = capsys.readouterr().out
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bench_pipeline", "--sizes", "2,3", "--repeat", "1", "--settle", "0",
+         "--noop-tasks", "4"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env, capture_output=True,
+        text=True, timeout=280,
+    )
+    out = proc.stdout
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the overhead target missed at these sizes
     assert f"{'2 symbols':>16}{'3 symbols':>16}" in out
     for label in ("plain cachelib, wall (median)", "daily_pipeline, wall (median)", "Prefect overhead",
                   "overhead, % of the flow's wall", "task runs", "peak heap of one run, flow",
                   "peak RSS, flow process", "fixed per flow run, heartbeat off", "fixed per flow run, heartbeat on",
                   "per task run (4 no-op tasks, thread pool)"):
         assert label in out
-    # 4 cache_stats, 2 daily-bar chunks or 1, corporate actions, minute bars, then one snapshot and
-    # one replay task run per symbol (2 and 3 symbols on 4 workers: a chunk of one each).
+    # 2 cache_stats, daily-bar chunks, corporate actions, minute bars, then one snapshot task run and
+    # one replay task run for all symbols (one task-runner thread by default: one chunk each).
     task_runs = next(line for line in out.splitlines() if line.startswith("task runs")).split()[2:]
-    assert task_runs in (["12", "14"], ["11", "13"])
+    assert task_runs == ["10", "10"]

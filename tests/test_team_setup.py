@@ -14,6 +14,7 @@ end of the module, even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import urllib.parse
@@ -22,6 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from prefect_server import running_server, start_in_own_group, stop, wait_for_scheduled_runs
 
@@ -171,24 +173,30 @@ def test_two_workers_fill_one_postgresql_cache(prefect_api, pg_url, tmp_path):
                 for symbols in RUN_SYMBOLS]
         ids = [run.id for run in runs]
         deadline = time.monotonic() + RUNS_TIMEOUT
+        # Which worker started which run: a process worker runs each flow run in a child process,
+        # whose pid the server records as the run's infrastructure_pid ("host:pid").
+        children: dict[str, set[int]] = {"w1": set(), "w2": set()}
         with get_client(sync_client=True) as client:
             while True:
-                states = {r.id: r.state for r in client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))}
+                for name, (proc, _log) in zip(("w1", "w2"), workers, strict=True):
+                    with contextlib.suppress(psutil.Error):
+                        children[name] |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+                found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+                states = {r.id: r.state for r in found}
+                pids = {r.name: r.infrastructure_pid for r in found}
                 if all(s is not None and s.is_final() for s in states.values()) and len(states) == len(ids):
                     break
                 assert time.monotonic() < deadline, f"runs not finished: {states}"
-                time.sleep(1)
+                time.sleep(0.2)
     finally:
         for proc, log in workers:
             stop(proc)
             log.close()
 
     assert {s.type.value for s in states.values()} == {"COMPLETED"}, states
-    # A run's own log lines go to the output of the worker that started its process (a worker
-    # also logs "submitting" for a run that the other worker won, so that line proves nothing).
-    logs = {name: (tmp_path / f"{name}.log").read_text() for name in ("w1", "w2")}
-    ran = {name: {r.name for r in runs if f"Beginning flow run '{r.name}'" in text} for name, text in logs.items()}
+    # (A worker also logs "submitting" for a run that the other worker won: logs prove nothing.)
+    ran = {name: {run for run, pid in pids.items() if pid and int(str(pid).rsplit(":", 1)[-1]) in seen}
+           for name, seen in children.items()}
     assert ran["w1"] and ran["w2"], f"each worker should run at least one of the 4 runs: {ran}"
     assert ran["w1"].isdisjoint(ran["w2"]) and len(ran["w1"] | ran["w2"]) == 4, ran
 

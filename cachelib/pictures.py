@@ -145,6 +145,15 @@ def _money(value: float) -> str:
 # -- the equity curve ------------------------------------------------------------------------
 
 
+def _title_and_axes(title: str) -> list[str]:
+    """A chart's title and its x and y axes (the plot area's bottom and left edges)."""
+    return [
+        _text(PLOT_LEFT, 14, title, cls="t"),
+        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_BOTTOM}" x2="{PLOT_RIGHT}" y2="{PLOT_BOTTOM}"/>',
+        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" y2="{PLOT_BOTTOM}"/>',
+    ]
+
+
 def equity_curve_svg(sessions: Sequence[date], pnl_by_session: Mapping[date, float],
                      title: str = "Equity curve") -> str:
     """Cumulative P&L after each of ``sessions`` (sorted), from the P&L made in each session.
@@ -170,9 +179,7 @@ def equity_curve_svg(sessions: Sequence[date], pnl_by_session: Mapping[date, flo
     xs = [PLOT_LEFT + i * step for i in range(len(days))] if len(days) > 1 else [(PLOT_LEFT + PLOT_RIGHT) / 2]
     points = " ".join(f"{_n(x)},{_n(y(v))}" for x, v in zip(xs, curve, strict=True))
     body = [
-        _text(PLOT_LEFT, 14, title, cls="t"),
-        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_BOTTOM}" x2="{PLOT_RIGHT}" y2="{PLOT_BOTTOM}"/>',
-        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" y2="{PLOT_BOTTOM}"/>',
+        *_title_and_axes(title),
         f'<line class="zero" x1="{PLOT_LEFT}" y1="{_n(y(0.0))}" x2="{PLOT_RIGHT}" y2="{_n(y(0.0))}"/>',
         f'<polyline class="line" points="{points}"/>',
     ]
@@ -240,9 +247,7 @@ def price_chart_svg(times: Sequence[datetime], closes: Sequence[float], trades: 
 
     points = " ".join(f"{_n(x(t))},{_n(y(p))}" for t, p in zip(ts, prices, strict=True))
     body = [
-        _text(PLOT_LEFT, 14, title, cls="t"),
-        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_BOTTOM}" x2="{PLOT_RIGHT}" y2="{PLOT_BOTTOM}"/>',
-        f'<line class="ax" x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" y2="{PLOT_BOTTOM}"/>',
+        *_title_and_axes(title),
         f'<polyline class="line" points="{points}"/>',
     ]
     for (et, ep), exit_, pnl in marks:

@@ -708,7 +708,8 @@ class PostgresDatabase:
                         f"{_first_line(exc)} after {attempt} attempt(s); retry later"
                     ) from exc
                 log.info("retrying after %s (attempt %d)", getattr(exc, "sqlstate", ""), attempt)
-                time.sleep(random.uniform(0.005, 0.02 * 2**attempt))
+                # Never sleep past the deadline: the whole call is bounded by ``timeout``.
+                time.sleep(min(random.uniform(0.005, 0.02 * 2**attempt), max(deadline - time.monotonic(), 0.0)))
 
     # -- schema bookkeeping -----------------------------------------------------------------
 

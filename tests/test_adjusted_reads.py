@@ -342,3 +342,20 @@ def test_default_as_of_is_today_in_new_york(cache):
         assert closes(cache.get("NVDA", "2024-06-07", "2024-06-07", adjustment="split")) == [1210.0]
     with freeze_time("2024-06-10T04:30:00Z"):
         assert closes(cache.get("NVDA", "2024-06-07", "2024-06-07", adjustment="split")) == [121.0]
+
+
+def test_a_series_id_freed_by_a_rollback_is_not_remembered_for_its_old_series(cache):
+    """An adjusted read names the series that answered (its source and feed pick the raw
+    closes of dividends), and the store remembers the names of ids it has seen. A series
+    created inside a transaction that rolls back frees its id for the next new series: the
+    name seen inside that transaction must not be remembered for the id."""
+    series = cache._bars._series
+    with pytest.raises(RuntimeError, match="undo"), cache.atomic():
+        cache.set("NVDA", daily(NVDA), source="alpaca", feed="sip")
+        (sid,) = [r[0] for r in cache.conn.execute("SELECT series_id FROM series").fetchall()]
+        assert series.names([sid]) == {sid: ("alpaca", "sip")}
+        raise RuntimeError("undo")
+    cache.set("NVDA", daily(NVDA), source="demo", feed="demo")
+    (new_sid,) = [r[0] for r in cache.conn.execute("SELECT series_id FROM series").fetchall()]
+    assert series.names([new_sid]) == {new_sid: ("demo", "demo")}
+    assert series.names([new_sid]) == {new_sid: ("demo", "demo")}  # now remembered, still right

@@ -104,3 +104,44 @@ def test_bad_types_are_refused(cache, frames, message):
         with pytest.raises(ValueError, match=message):
             cache.set_many(frames, source="alpaca")
     assert cache.get_stats()["total_entries"] == 0
+
+
+def _close_open_volume(cache, symbol: str) -> list[tuple]:
+    got = cache.get(symbol, "2024-05-01", "2024-05-31")
+    return list(zip(got["open"].tolist(), got["close"].tolist(), got["volume"].tolist(), strict=True))
+
+
+@freeze_time(NOW)
+def test_frames_of_any_column_order_and_block_layout_land_by_column_name(cache):
+    """set_many stacks frames of one layout block by block; frames that differ in column order,
+    pandas block layout or dtypes must still land column by column, by name."""
+    plain = pd.DataFrame({"open": [1.0, 2.0], "close": [1.5, 2.5], "volume": [10, 20]}, index=DAYS)
+    reordered = pd.DataFrame({"volume": [30, 40], "close": [3.5, 4.5], "open": [3.0, 4.0]}, index=DAYS)
+    fragmented = plain.copy()
+    fragmented[["open", "close"]] += 100.0  # pandas now holds these columns in blocks of their own
+    assert len(fragmented._mgr.blocks) > len(plain._mgr.blocks)
+    float_volume = plain.astype({"volume": "float64"}) * 2
+    nullable = plain.assign(trade_count=pd.array([7, None], dtype="Int64"))
+    frames = {"PLAIN": plain, "REORD": reordered, "FRAG": fragmented, "FLOATV": float_volume, "NULLS": nullable}
+    assert cache.set_many(frames, source="alpaca") == 10
+    assert _close_open_volume(cache, "PLAIN") == [(1.0, 1.5, 10.0), (2.0, 2.5, 20.0)]
+    assert _close_open_volume(cache, "REORD") == [(3.0, 3.5, 30.0), (4.0, 4.5, 40.0)]
+    assert _close_open_volume(cache, "FRAG") == [(101.0, 101.5, 10.0), (102.0, 102.5, 20.0)]
+    assert _close_open_volume(cache, "FLOATV") == [(2.0, 3.0, 20.0), (4.0, 5.0, 40.0)]
+    counts = cache.get("NULLS", "2024-05-01", "2024-05-31")["trade_count"]
+    assert counts.iloc[0] == 7 and counts.isna().tolist() == [False, True]
+    # Same layout everywhere (the fast path), the second frame's columns a reordered copy.
+    assert cache.set_many({"PLAIN": plain + 1, "REORD": (reordered + 1)[["open", "close", "volume"]]},
+                          source="alpaca") == 4
+    assert _close_open_volume(cache, "REORD") == [(4.0, 4.5, 31.0), (5.0, 5.5, 41.0)]
+
+
+@freeze_time(NOW)
+def test_intraday_frames_in_other_time_zones_land_at_the_same_instants(cache):
+    utc = pd.DataFrame({"close": [10.0]}, index=pd.DatetimeIndex(["2024-05-31 13:30"], tz="UTC"))
+    new_york = pd.DataFrame({"close": [20.0]}, index=pd.DatetimeIndex(["2024-05-31 09:30"], tz="America/New_York"))
+    assert cache.set_many({"SPY": utc, "QQQ": new_york}, source="alpaca", timeframe="1Min") == 2
+    for symbol, close in (("SPY", 10.0), ("QQQ", 20.0)):
+        got = cache.get(symbol, "2024-05-31", "2024-05-31", timeframe="1Min")
+        assert got.index.tolist() == [pd.Timestamp("2024-05-31 13:30", tz="UTC")]
+        assert got["close"].tolist() == [close]

@@ -38,12 +38,13 @@ import pandas as pd
 from ..bars import (
     KEY_MAX,
     KEY_MIN,
+    NY,
     Timeframe,
     clamp_key,
     date_to_key,
     frame_from_block,
-    frame_from_columns,
     frame_from_rows,
+    frame_of_blocks,
     key_range,
     key_to_date,
     normalize_bars,
@@ -52,6 +53,7 @@ from ..bars import (
     range_end_key,
     range_start_key,
     rows_of_symbol,
+    rows_table,
     to_date,
 )
 from ..clock import now_utc
@@ -71,11 +73,13 @@ from . import chunks
 from .corporate_actions import warn_if_uncovered
 from .files import fetch_all
 from .series import (
+    READ_FILTERS,
     SeriesCatalog,
     feed_rank,
     norm_asset_type,
     norm_source,
     read_feed,
+    read_filter,
     source_rank,
     write_feed,
 )
@@ -89,6 +93,14 @@ if TYPE_CHECKING:
 _BARS_UPSERT_COLUMNS = 10
 _CHUNK_UPSERT_COLUMNS = 7
 _BAR_SELECT = "SELECT ts, open, high, low, close, volume, vwap, trade_count FROM bars"
+# Valid bars in range of every series a read may answer from, each tagged with its series,
+# by the WHERE body of cachelib.store.series.read_filter.
+_TAGGED_READS = {
+    where: "SELECT ts, open, high, low, close, volume, vwap, trade_count, series_id FROM bars "
+           f"WHERE series_id IN (SELECT series_id FROM series WHERE {where}) "
+           "AND ts BETWEEN ? AND ? AND expires_at > ? ORDER BY series_id, ts"
+    for where in READ_FILTERS.values()
+}
 _VALUE_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trade_count"]
 # The chunks of one series that may hold bars in [lo, hi] (the session bounds use the key).
 _CHUNKS_IN_RANGE = (
@@ -111,7 +123,7 @@ def _session_bounds(lo: int, hi: int) -> tuple[int, int]:
     return session_day_of_key(lo, True), session_day_of_key(hi, True)
 
 
-def _symbol_frames(frames: Any) -> tuple[pd.DataFrame | None, list[str], np.ndarray]:
+def _symbol_frames(frames: Any, intraday: bool) -> tuple[pd.DataFrame | None, list[str], np.ndarray]:
     """``set_many``'s input as one frame, its symbols and each row's symbol number.
 
     Takes a ``{symbol: DataFrame}`` mapping or one frame indexed ``(symbol, timestamp)``.
@@ -131,7 +143,7 @@ def _symbol_frames(frames: Any) -> tuple[pd.DataFrame | None, list[str], np.ndar
             f"set_many takes {{symbol: DataFrame}} or a frame indexed (symbol, timestamp), "
             f"got {type(frames).__name__}"
         )
-    symbols: list[str] = []
+    numbers: dict[str, int] = {}  # symbol -> its number ("spy" and "SPY" are one series)
     parts: list[pd.DataFrame] = []
     part_codes: list[int] = []
     for symbol, frame in frames.items():
@@ -141,48 +153,85 @@ def _symbol_frames(frames: Any) -> tuple[pd.DataFrame | None, list[str], np.ndar
         if isinstance(frame.index, pd.MultiIndex):
             frame = rows_of_symbol(frame, sym)
         if len(frame):
-            if sym not in symbols:  # "spy" and "SPY" are one series: their bars must not repeat
-                symbols.append(sym)
-            part_codes.append(symbols.index(sym))
+            part_codes.append(numbers.setdefault(sym, len(numbers)))
             parts.append(frame)
+    symbols = list(numbers)
     if not parts:
         return None, [], np.empty(0, dtype=np.int64)
     codes = np.repeat(np.array(part_codes, dtype=np.int64), [len(p) for p in parts])
     if len(parts) == 1:
         return parts[0], symbols, codes
     stacked = _stack_numeric(parts)
-    return (pd.concat(parts) if stacked is None else stacked), symbols, codes
+    if stacked is None:
+        stacked = pd.concat([_naive_times(p, intraday) for p in parts])
+    return stacked, symbols, codes
+
+
+def _naive_times(frame: pd.DataFrame, intraday: bool) -> pd.DataFrame:
+    """``frame`` with an aware DatetimeIndex made naive the way the key rule reads it (UTC for
+    intraday bars, the New York date for daily ones), so that frames in different time zones
+    concatenate into one DatetimeIndex instead of a column of objects."""
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        return frame
+    return frame.set_axis(index.tz_convert("UTC" if intraday else NY).tz_localize(None))
 
 
 def _stack_numeric(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
-    """``pd.concat(parts)`` for the common case, in one numpy concatenation: every frame has the
-    same columns, real-number values only, and a DatetimeIndex of one dtype. ``pd.concat`` of
-    100 one-row frames costs ~5 ms (it aligns 100 column indexes and block layouts); this ~1 ms.
-    ``None`` (use ``pd.concat``) for anything else, so odd input meets the same validation."""
+    """``pd.concat(parts)`` for the common case, block by block: every frame has the same
+    columns held in the same pandas blocks of plain real numbers (each column keeps its dtype),
+    and a DatetimeIndex of one dtype. ``pd.concat`` of 100 one-row frames costs ~5 ms (it
+    aligns 100 column indexes and block layouts), ``DataFrame.to_numpy`` of each ~10 us (it
+    interleaves mixed dtypes); this about 1 ms. ``None`` (use ``pd.concat``) for anything else,
+    so odd input meets the same validation."""
     first = parts[0]
-    columns = tuple(first.columns)
-    index_dtype = first.index.dtype
-    if not isinstance(first.index, pd.DatetimeIndex) or len(set(columns)) != len(columns):
+    columns, index_dtype = first.columns, first.index.dtype
+    if not isinstance(first.index, pd.DatetimeIndex) or columns.has_duplicates:
         return None
-    blocks, times = [], []
+    first_blocks = first._mgr.blocks
+    layout = [(block.dtype, block.mgr_locs, block.mgr_locs.indexer) for block in first_blocks]
+    if not all(isinstance(dtype, np.dtype) and dtype.kind in "if" for dtype, _, _ in layout):
+        return None  # bool, complex, object, strings, extension arrays: the careful path
+    values: list[list[np.ndarray]] = [[] for _ in layout]
+    times = []
     for frame in parts:
-        if (not frame.columns.equals(first.columns) or not isinstance(frame.index, pd.DatetimeIndex)
-                or frame.index.dtype != index_dtype):
+        manager = frame._mgr
+        names, index = manager.axes
+        if (not _same_labels(names, columns) or not isinstance(index, pd.DatetimeIndex)
+                or index.dtype != index_dtype):
             return None
-        block = frame.to_numpy()
-        if block.dtype.kind not in "if":  # bool, complex, object, strings: the careful path
+        blocks = manager.blocks
+        if len(blocks) != len(layout):
             return None
-        blocks.append(block)
-        times.append(frame.index.asi8)
-    values = np.concatenate(blocks)
-    # Integer columns became float64 only if some frame mixed them with floats: exact below 2**53.
-    if values.dtype.kind == "f" and not np.all(np.abs(values[np.isfinite(values)]) < 2.0**53):
-        return None
-    index = pd.DatetimeIndex(np.concatenate(times).view(first.index.to_numpy().dtype if first.index.tz is None
-                                                         else f"M8[{first.index.unit}]"))
+        for block, (dtype, _, where), out in zip(blocks, layout, values, strict=True):
+            if block.dtype != dtype or not _same_placement(block.mgr_locs.indexer, where):
+                return None
+            out.append(block.values)
+        times.append(index.asi8)
+    stamps = np.concatenate(times).view(f"M8[{first.index.unit}]")
+    index = pd.DatetimeIndex(stamps, name=first.index.name)
     if first.index.tz is not None:
         index = index.tz_localize("UTC").tz_convert(first.index.tz)
-    return pd.DataFrame(values, columns=list(columns), index=index.rename(first.index.name))
+    return frame_of_blocks([(np.concatenate(out, axis=1), placement) for out, (_, placement, _) in
+                            zip(values, layout, strict=True)], columns, index)
+
+
+def _same_labels(names: pd.Index, reference: pd.Index) -> bool:
+    """``names.equals(reference)``, with a shortcut for labels held in Arrow arrays (pandas'
+    default for strings): comparing those arrays directly costs a tenth."""
+    if names is reference:
+        return True
+    arrow, arrow_ref = getattr(names.array, "_pa_array", None), getattr(reference.array, "_pa_array", None)
+    if arrow is not None and arrow_ref is not None and names.dtype == reference.dtype:
+        return bool(arrow.equals(arrow_ref))
+    return bool(names.equals(reference))
+
+
+def _same_placement(indexer: slice | np.ndarray, reference: slice | np.ndarray) -> bool:
+    """Whether two pandas blocks hold the same columns (their placements' indexers)."""
+    if type(indexer) is slice and type(reference) is slice:
+        return indexer == reference
+    return isinstance(indexer, np.ndarray) and isinstance(reference, np.ndarray) and np.array_equal(indexer, reference)
 
 
 class BarTable:
@@ -222,7 +271,7 @@ class BarTable:
         fd = write_feed(feed)
         asset = norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
-        data, symbols, codes = _symbol_frames(frames)
+        data, symbols, codes = _symbol_frames(frames, tf.is_intraday)
         if data is None or not len(data):
             return 0
         bars = normalize_bars(data, tf, groups=codes)
@@ -310,55 +359,52 @@ class BarTable:
                 return None
             times, values, pairs = block
         else:
-            rows, pairs = self._read_rows(asset, sym, tf, src, fd, lo, hi, now_s)
+            rows, pairs = self._read_rows(asset, sym, tf, src, fd, lo, hi, now_s, adjust != "raw")
             self._count_hit(bool(rows))
             if not rows:
                 return None
             if adjust == "raw":
                 return frame_from_rows(rows, tf)
             # frame_from_rows' own steps, with the block adjusted in place in between.
-            table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)  # NULL (None) -> NaN
-            keys = table[:, 0].astype(np.int64)
-            self._adjust(table[:, 1:].T, keys, tf, asset, sym, src, pairs, adjust, as_of_day, now_s)
-            return frame_from_columns(keys, [table[:, i] for i in range(1, 8)], tf)
+            table = rows_table(rows)
+            keys = table[0].astype(np.int64)
+            values = np.ascontiguousarray(table[1:8])
+            self._adjust(values, keys, tf, asset, sym, src, pairs, adjust, as_of_day, now_s)
+            return frame_from_block(keys, values, tf)
         if adjust != "raw":
             self._adjust(values, times, tf, asset, sym, src, pairs, adjust, as_of_day, now_s)
         return frame_from_block(times, values, tf)
 
     def _read_rows(self, asset: str, sym: str, tf: Timeframe, src: str | None, fd: str | None, lo: int,
-                   hi: int, now_s: int) -> tuple[list[tuple], list[tuple[str, str]]]:
-        """Daily-or-longer bars in ``[lo, hi]`` as ``(key, open, ..., trade_count)`` rows, and the
-        ``(source, feed)`` pairs that answered, best first."""
+                   hi: int, now_s: int, want_pairs: bool) -> tuple[list[tuple], list[tuple[str, str]]]:
+        """Daily-or-longer bars in ``[lo, hi]`` as rows whose first eight values are ``(key,
+        open, ..., trade_count)`` (a ninth, if any, is to be ignored), and the ``(source,
+        feed)`` pairs that answered, best first (when one series answers, only if
+        ``want_pairs``: a raw read does not need them).
+
+        One statement, one read snapshot: the valid bars in range of every candidate series,
+        sorted by series, each row tagged with its series id. The common case (one series
+        answers: a named feed, or the only series with bars here) is then returned as it is;
+        otherwise each source keeps its best-ranked feed, and each bar its best source."""
         conn = self._db.conn
-        # One series to read (a named feed, or the only series there is): one b-tree walk.
-        candidates = self._series.for_read(asset, sym, tf.name, src, fd)
-        if len(candidates) <= 1:
-            if not candidates:
+        if src is not None and fd is not None:  # one named series: its id is remembered
+            sid = self._series.id(asset, sym, tf.name, src, fd)
+            if sid is None:
                 return [], []
-            rows = fetch_all(
-                conn, f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
-                (candidates[0][0], lo, hi, now_s),
-            )
-            return rows, [(candidates[0][1], candidates[0][2])]
-        # One query for every candidate series, each row tagged with its series' source and
-        # feed; then one feed per source, and per bar the best source.
-        where = "s.asset_type = ? AND s.symbol = ? AND s.timeframe = ?"
-        params: list[Any] = [asset, sym, tf.name]
-        if src is not None:
-            where += " AND s.source = ?"
-            params.append(src)
-        if fd is not None:
-            where += " AND s.feed = ?"
-            params.append(fd)
-        tagged = conn.execute(
-            "SELECT b.ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count, s.source, s.feed "
-            f"FROM series s JOIN bars b ON b.series_id = s.series_id WHERE {where} "
-            "AND b.ts BETWEEN ? AND ? AND b.expires_at > ? ORDER BY b.ts",
-            (*params, lo, hi, now_s),
-        ).fetchall()
-        if tagged and len({(r[8], r[9]) for r in tagged}) > 1:
+            rows = fetch_all(conn, f"{_BAR_SELECT} WHERE series_id = ? AND ts BETWEEN ? AND ? AND expires_at > ?",
+                             (sid, lo, hi, now_s))
+            return rows, [(src, fd)]
+        where, params = read_filter(asset, sym, tf.name, src, fd)
+        rows = fetch_all(conn, _TAGGED_READS[where], (*params, lo, hi, now_s))
+        if not rows:
+            return [], []
+        if rows[0][8] == rows[-1][8]:  # sorted by series: one answered
+            return rows, ([self._series.names([rows[0][8]])[rows[0][8]]] if want_pairs else [])
+        names = self._series.names(sorted({r[8] for r in rows}))
+        tagged = sorted(((*r[:8], *names[r[8]]) for r in rows), key=lambda r: r[0])
+        if len({(r[8], r[9]) for r in tagged}) > 1:
             tagged = _one_feed_per_source(tagged)
-        if tagged and len({r[8] for r in tagged}) > 1:
+        if len({r[8] for r in tagged}) > 1:
             # Several sources hold bars here: one row per bar, from the best-ranked source.
             best: dict[int, tuple] = {}
             for row in sorted(tagged, key=lambda r: source_rank(r[8])):

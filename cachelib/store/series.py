@@ -142,12 +142,33 @@ def feed_series_id(
     return _series_row(conn, key, create)
 
 
+def read_filter(asset_type: str, symbol: str, timeframe: str, source: str | None,
+                feed: str | None) -> tuple[str, list[str]]:
+    """The ``WHERE`` body and parameters selecting the series a read may answer from
+    (``source``/``feed`` ``None`` = any)."""
+    params = [asset_type, symbol, timeframe]
+    if source is not None:
+        params.append(source)
+    if feed is not None:
+        params.append(feed)
+    return READ_FILTERS[source is not None, feed is not None], params
+
+
+#: The WHERE bodies of :func:`read_filter`, by (source given, feed given).
+READ_FILTERS = {
+    (by_source, by_feed): "asset_type=? AND symbol=? AND timeframe=?" + " AND source=?" * by_source
+    + " AND feed=?" * by_feed
+    for by_source in (False, True) for by_feed in (False, True)
+}
+
+
 class SeriesCatalog:
     """Looks series up (remembering committed ids) for the bars and coverage rooms."""
 
     def __init__(self, db: Engine) -> None:
         self._db = db
         self._ids: dict[tuple[str, str, str, str, str], int] = {}
+        self._names: dict[int, tuple[str, str]] = {}
 
     def id(self, asset_type: str, symbol: str, timeframe: str, source: str, feed: str,
            create: bool = False) -> int | None:
@@ -168,14 +189,24 @@ class SeriesCatalog:
         if source is not None and feed is not None:
             sid = self.id(asset_type, symbol, timeframe, source, feed)
             return [] if sid is None else [(sid, source, feed)]
-        sql = "SELECT series_id, source, feed FROM series WHERE asset_type=? AND symbol=? AND timeframe=?"
-        params = [asset_type, symbol, timeframe]
-        for column, value in (("source", source), ("feed", feed)):
-            if value is not None:
-                sql += f" AND {column}=?"
-                params.append(value)
-        rows = fetch_all(self._db.conn, sql, params)
+        where, params = read_filter(asset_type, symbol, timeframe, source, feed)
+        rows = fetch_all(self._db.conn, f"SELECT series_id, source, feed FROM series WHERE {where}", params)
         return sorted(rows, key=lambda r: (source_rank(r[1]), feed_rank(r[2])))
+
+    def names(self, sids: list[int]) -> dict[int, tuple[str, str]]:
+        """``{series_id: (source, feed)}`` of existing series. Remembered once committed: a
+        series row is never changed or deleted (an id seen inside a transaction is not, as a
+        rollback would free it for the next new series)."""
+        missing = [sid for sid in sids if sid not in self._names]
+        if not missing:
+            return {sid: self._names[sid] for sid in sids}
+        conn = self._db.conn
+        found = {int(r[0]): (r[1], r[2]) for r in fetch_all(
+            conn, f"SELECT series_id, source, feed FROM series WHERE series_id IN ({','.join('?' * len(missing))})",
+            missing)}
+        if not conn.in_transaction:
+            self._names.update(found)
+        return {sid: self._names.get(sid) or found[sid] for sid in sids}
 
     def matching(
         self, symbol: str | None, source: str | None, asset_type: str | None, timeframe: str | None,

@@ -290,7 +290,8 @@ def report(results: dict[int, tuple[dict[str, Any], dict[str, Any]]], parts: dic
     print(f"  fixed per flow run, heartbeat off (make run, bench):  {1000 * off:7.0f} ms")
     print(f"  fixed per flow run, heartbeat on (scheduled runs):    {1000 * on:7.0f} ms")
     print(f"  per task run ({n} no-op tasks, thread pool):          {1000 * (noops - off) / n:7.1f} ms")
-    print("  the rest of the overhead: artifacts (API calls) and run logs")
+    print("  the rest of the overhead: flow-run state and artifact API calls (artifacts are created by a "
+          "background thread), run logs, and the server's work competing for the 2nd core")
     met = None
     if TARGET_SYMBOLS in results:
         ratio = _ratio(*results[TARGET_SYMBOLS])

@@ -15,6 +15,11 @@ Reads top to bottom like the runbook it replaces:
    a manual run at noon ingests what exists and says that the replay waits.
 6. Report: artifacts with what was fetched, rejected, replayed, and the cache before/after.
 
+Each stage's artifacts are created by a background thread while the next stage runs
+(``flows._common.artifacts_in_background``: one API call each, ~20 ms of mostly the server's
+work); the run waits for all of them before it returns, and fails, naming the keys, if one
+could not be created.
+
 The replay reads RAW prices, what was traded that day, never adjusted ones.
 
 The stages call their tasks directly inside this one flow run (the stage helpers are shared
@@ -40,6 +45,7 @@ from cachelib.sync import CorporateActionSyncReport
 from flows import _common
 from flows._common import (
     DEFAULT_SYMBOLS,
+    artifacts_in_background,
     choose_task_runner,
     default_symbols,
     display_db,
@@ -102,42 +108,44 @@ def daily_pipeline(
 
     ``symbols`` defaults to ``CACHELIB_SYMBOLS`` (comma-separated) or :data:`DEFAULT_SYMBOLS`.
     """
-    logger = get_run_logger()
-    clock = _common.now()
-    day = day or today_et(clock)
-    reason = closed_reason(day)
-    if reason is not None:
-        logger.info(reason)
-        logger.info("%s is not an NYSE session: nothing to ingest or replay", day)
-        publish_markdown(SUMMARY_KEY, pipeline_skipped_markdown(day, reason), "daily_pipeline summary")
-        return PipelineRun("skipped", day, skip_reason=reason)
+    with artifacts_in_background():
+        logger = get_run_logger()
+        clock = _common.now()
+        day = day or today_et(clock)
+        reason = closed_reason(day)
+        if reason is not None:
+            logger.info(reason)
+            logger.info("%s is not an NYSE session: nothing to ingest or replay", day)
+            publish_markdown(SUMMARY_KEY, pipeline_skipped_markdown(day, reason), "daily_pipeline summary")
+            return PipelineRun("skipped", day, skip_reason=reason)
 
-    symbols = [s.upper() for s in (symbols or default_symbols())]
-    db = resolve_db_path(db_path)
-    logger.info("daily pipeline for %s: %d symbol(s); market data source: %s; database %s",
-                day, len(symbols), describe_source(source), display_db(db))
+        symbols = [s.upper() for s in (symbols or default_symbols())]
+        db = resolve_db_path(db_path)
+        logger.info("daily pipeline for %s: %d symbol(s); market data source: %s; database %s",
+                    day, len(symbols), describe_source(source), display_db(db))
 
-    before = cache_stats(db, STRATEGY)
-    daily = ingest_stage(symbols, "1Day", day - DAILY_LOOKBACK, day, source, db, clock, corporate_actions=True)
-    minute = ingest_stage(symbols, "1Min", day, day, source, db, clock)
-    finished = is_session_finished(day, clock)
-    replay = None
-    if finished:
-        replay = replay_stage(symbols, day, day, STRATEGY, db, clock)
-    else:
-        closes = session_bounds(day)[1]
-        logger.info("session %s has not closed yet (closes %s): ingested what exists; replay skipped "
-                    "until it has closed", day, closes.isoformat())
-    # The snapshots' chunks fan out among themselves, but run after the other stages, not
-    # alongside them: every stage shares one process's request budget, one GIL and (on SQLite)
-    # one write lock, so overlapping them measured slower, not faster (bench_pipeline).
-    snapshots = submit_options(symbols, source, db)
-    chains = options_stage(symbols, source, db, futures=snapshots, rows_before=before.options["total_rows"], day=day)
-    after = cache_stats(db, STRATEGY)
-    run = PipelineRun("completed", day, symbols=symbols, db_path=db, session_finished=finished, daily_bars=daily,
-                      corporate_actions=daily.actions, minute_bars=minute, option_chains=chains, replay=replay, cache_before=before, cache_after=after)
-    _publish(run, stats_rows(before, after))
-    return run
+        before = cache_stats(db, STRATEGY)
+        daily = ingest_stage(symbols, "1Day", day - DAILY_LOOKBACK, day, source, db, clock, corporate_actions=True)
+        minute = ingest_stage(symbols, "1Min", day, day, source, db, clock)
+        finished = is_session_finished(day, clock)
+        replay = None
+        if finished:
+            replay = replay_stage(symbols, day, day, STRATEGY, db, clock)
+        else:
+            closes = session_bounds(day)[1]
+            logger.info("session %s has not closed yet (closes %s): ingested what exists; replay skipped "
+                        "until it has closed", day, closes.isoformat())
+        # The snapshots' chunks fan out among themselves, but run after the other stages, not
+        # alongside them: every stage shares one process's request budget, one GIL and (on SQLite)
+        # one write lock, so overlapping them measured slower, not faster (bench_pipeline).
+        snapshots = submit_options(symbols, source, db)
+        chains = options_stage(symbols, source, db, futures=snapshots, rows_before=before.options["total_rows"], day=day)
+        after = cache_stats(db, STRATEGY)
+        run = PipelineRun("completed", day, symbols=symbols, db_path=db, session_finished=finished, daily_bars=daily,
+                          corporate_actions=daily.actions, minute_bars=minute, option_chains=chains, replay=replay,
+                          cache_before=before, cache_after=after)
+        _publish(run, stats_rows(before, after))
+        return run
 
 
 def _stage_rows(run: PipelineRun) -> list[dict[str, Any]]:

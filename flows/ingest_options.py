@@ -20,6 +20,7 @@ from prefect.futures import PrefectFutureList
 
 from cachelib.market_hours import closed_reason, today_et
 from cachelib.sources import describe_source
+from cachelib.store import TradingCacheManager
 from cachelib.sync import OptionSyncReport
 from flows import _common
 from flows._common import (
@@ -32,8 +33,7 @@ from flows._common import (
     resolve_db_path,
     task_chunks,
 )
-from tasks.maintenance import cache_stats
-from tasks.market_data import snapshot_option_chains
+from tasks.market_data import STORE_TIMEOUT, snapshot_option_chains
 
 __all__ = ["ChainsIngest", "ingest_option_chains", "options_stage", "submit_options", "options_summary_markdown",
            "options_skipped_markdown", "options_capture_text"]
@@ -73,7 +73,10 @@ def submit_options(underlyings: list[str], source: str, db_path: str) -> Prefect
 
 
 def _option_rows(db_path: str) -> int:
-    return cache_stats(db_path).options["total_rows"]
+    """Option-chain rows in the cache: one query, read in the flow (a ``cache_stats`` task run
+    would cost Prefect ~20 ms and snapshot the whole cache for one number)."""
+    with TradingCacheManager(db_path, timeout=STORE_TIMEOUT) as cache:
+        return int(cache.get_options_stats()["total_rows"])
 
 
 def options_stage(underlyings: list[str], source: str, db_path: str,

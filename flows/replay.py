@@ -35,7 +35,7 @@ from flows._common import (
     task_chunks,
 )
 from flows.ingest_bars import ingest_stage
-from tasks.maintenance import cache_stats
+from tasks.market_data import STORE_TIMEOUT
 from tasks.replay import replay_sessions
 
 __all__ = ["replay_days", "replay_stage", "replay_summary_markdown", "per_symbol_rows"]
@@ -64,7 +64,7 @@ def replay_stage(
     futures = replay_sessions.map(unmapped(db_path), task_chunks(jobs, REPLAY_CHUNK), unmapped(strategy),
                                   unmapped(REPLAY_TIMEFRAME))
     parts = [part for f in futures for part in f.result()]
-    stats = dict(cache_stats(db_path, strategy).trades)
+    stats = _trade_stats(db_path, strategy)
     summary = (ReplaySummary.merge(parts, stats=stats) if parts
                else ReplaySummary.empty(strategy, names, start, end, stats))
     if summary.missing:
@@ -77,6 +77,13 @@ def replay_stage(
     logger.info("replayed %d session(s): %d trade(s), P&L %.2f", summary.sessions_replayed,
                 summary.trades, summary.total_pnl)
     return summary
+
+
+def _trade_stats(db_path: str, strategy: str) -> dict[str, Any]:
+    """Closed-trade statistics of every archived ``strategy`` trade: one query, read in the flow
+    (a ``cache_stats`` task run would cost Prefect ~20 ms and snapshot the whole cache for it)."""
+    with TradingCacheManager(db_path, timeout=STORE_TIMEOUT) as cache:
+        return dict(cache.get_trade_stats(strategy=strategy))
 
 
 def per_symbol_rows(parts: Sequence[ReplaySummary]) -> list[dict[str, Any]]:

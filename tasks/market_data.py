@@ -117,10 +117,19 @@ def snapshot_option_chains(db_path: str, underlyings: str | list[str], source: s
     """
     logger = get_run_logger()
     reports = []
+    names = _as_list(underlyings)
     with open_source(source) as src, TradingCacheManager(db_path, timeout=STORE_TIMEOUT) as cache:
-        for underlying in _as_list(underlyings):
+        for underlying in names:
             report = sync_option_chains(cache, src, [underlying])
-            logger.info("%s chain from %s: %d contracts filed under %s", underlying, report.source,
-                        report.rows_written, ", ".join(report.trading_dates.values()) or "no date")
+            # DEBUG, not INFO: every record at INFO is shipped to the API and stored by the
+            # server, one row per underlying (500 a run); the chunk's line below and the flow's
+            # per-underlying table artifact say the same.
+            logger.debug("%s chain from %s: %d contracts filed under %s", underlying, report.source,
+                         report.rows_written, ", ".join(report.trading_dates.values()) or "no date")
             reports.append(report)
+    merged = OptionSyncReport.merge(reports) if reports else OptionSyncReport(source=source)
+    logger.info("%d chain(s) %s from %s: %d contracts filed under %s, %d request(s)", len(reports),
+                f"{names[0]}..{names[-1]}" if len(names) > 1 else "".join(names), merged.source,
+                merged.rows_written, ", ".join(sorted(set(merged.trading_dates.values()))) or "no date",
+                merged.requests_made)
     return reports

@@ -41,6 +41,7 @@ from ..bars import (
     NY,
     Timeframe,
     clamp_key,
+    column_values,
     date_to_key,
     frame_from_block,
     frame_from_rows,
@@ -204,9 +205,10 @@ def _stack_numeric(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
         if len(blocks) != len(layout):
             return None
         for block, (dtype, _, where), out in zip(blocks, layout, values, strict=True):
-            if block.dtype != dtype or not _same_placement(block.mgr_locs.indexer, where):
+            array = block.values
+            if (array.dtype is not dtype and array.dtype != dtype) or not _same_placement(block.mgr_locs.indexer, where):
                 return None
-            out.append(block.values)
+            out.append(array)
         times.append(index.asi8)
     stamps = np.concatenate(times).view(f"M8[{first.index.unit}]")
     index = pd.DatetimeIndex(stamps, name=first.index.name)
@@ -283,21 +285,21 @@ class BarTable:
                 sid if sid is not None else self._series.id(asset, sym, tf.name, src, fd, create=True)
                 for sym, sid in zip(symbols, known, strict=True)
             ], dtype=np.int64)
-            self._write(conn, sids[bars["group"].to_numpy()], bars, tf, ttl_hours)
+            self._write(conn, sids[np.asarray(column_values(bars, "group"))], bars, tf, ttl_hours)
         return len(bars)
 
     def _write(self, conn: sqlite3.Connection, sids: np.ndarray, bars: pd.DataFrame, tf: Timeframe,
                ttl_hours: float | None) -> None:
         """Upsert normalised ``bars`` (sorted by series, then time) of the series ``sids``."""
         now = now_utc()
-        keys = bars["key"].to_numpy()
+        keys = np.asarray(column_values(bars, "key"))
         days = session_days_of_keys(keys, tf.is_intraday)
         expiry = ttl_expiry(days, now, ttl_hours)
         if not tf.is_intraday:
             bar_rows = zip(
                 sids.tolist(),
                 keys.tolist(),
-                *(bars[c].tolist() for c in _VALUE_COLUMNS),  # NaN binds as NULL in SQLite
+                *(column_values(bars, c).tolist() for c in _VALUE_COLUMNS),  # NaN binds as NULL in SQLite
                 expiry.tolist(),
                 strict=True,
             )

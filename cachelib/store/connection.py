@@ -146,6 +146,16 @@ def open_database(location: Any, timeout: float, create: bool, read_only: bool) 
     return Database(location, timeout, create, read_only)
 
 
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def process_id() -> int:
+    """``os.getpid()`` without the system call (the hot read path asks on every query): kept
+    current in a forked child by an at-fork hook."""
+    return _PID[0]
+
+
 class Database:
     """One cache file, opened: checked, migrated, and connected per thread.
 
@@ -277,7 +287,7 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         """This thread's (and this process's) connection."""
         local = self._local
-        pid = os.getpid()
+        pid = process_id()
         if getattr(local, "conn", None) is None or local.pid != pid:
             local.conn = self._connect()
             local.pid = pid

@@ -29,6 +29,7 @@ FIGURES = [
     # the extras, after the figures
     "bulk write of daily bars, one call per symbol",
     "get() 1 symbol x 1 month of daily bars, p95",
+    "get() 1 symbol x 1 month of daily bars, p50, one query per turn",
     "cleanup_expired, 10 % of daily bars expired",
     "bytes on disk per daily bar",
 ]

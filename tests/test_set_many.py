@@ -145,3 +145,23 @@ def test_intraday_frames_in_other_time_zones_land_at_the_same_instants(cache):
         got = cache.get(symbol, "2024-05-31", "2024-05-31", timeframe="1Min")
         assert got.index.tolist() == [pd.Timestamp("2024-05-31 13:30", tz="UTC")]
         assert got["close"].tolist() == [close]
+
+
+@freeze_time(NOW)
+def test_merges_into_stored_chunks_of_every_symbol_when_looked_up_in_batches(cache, monkeypatch):
+    """An intraday set_many reads the stored chunks of all its series in batches of ranges:
+    every symbol's new bars merge into its own chunk, across batch boundaries."""
+    import cachelib.store.bars as bars_room
+
+    monkeypatch.setattr(bars_room, "_RANGES_PER_QUERY", 2)
+    first = pd.date_range("2024-05-31 13:30", periods=2, freq="1min", tz="UTC")
+    later = pd.date_range("2024-05-31 13:32", periods=1, freq="1min", tz="UTC")
+    symbols = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+    cache.set_many({s: pd.DataFrame({"close": [10.0 + i, 11.0 + i]}, index=first) for i, s in enumerate(symbols)},
+                   source="alpaca", timeframe="1Min")
+    cache.set_many({s: pd.DataFrame({"close": [50.0 + i]}, index=later) for i, s in enumerate(symbols)},
+                   source="alpaca", timeframe="1Min")
+    for i, s in enumerate(symbols):
+        got = cache.get(s, "2024-05-31", "2024-05-31", timeframe="1Min")
+        assert got["close"].tolist() == [10.0 + i, 11.0 + i, 50.0 + i]
+    assert cache.get_stats()["tables"]["bar_chunks"] == 5

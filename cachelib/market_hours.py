@@ -592,17 +592,24 @@ def default_bars_window(timeframe: str, now: datetime | None = None) -> BarsWind
 
 
 def chunk_range(start: date, end: date, timeframe: str) -> list[tuple[date, date]]:
-    """``[start, end]`` cut at calendar-quarter (intraday) or calendar-year (daily) boundaries.
+    """``[start, end]`` cut at calendar-quarter (intraday) or calendar-year (daily) boundaries,
+    unless it is no longer than one such chunk (92 or 366 days): then it is one chunk.
 
     One chunk is one unit of work, so a long backfill shows progress and retries a chunk, not
     the whole range; daily bars are small enough that a year is one request for 100 symbols.
+    A short range is never cut in two just because it crosses a boundary: the daily job's
+    rolling year of daily bars is one chunk (one task run), not two.
 
     >>> chunk_range(date(2023, 12, 30), date(2024, 1, 2), "1Day")
-    [(datetime.date(2023, 12, 30), datetime.date(2023, 12, 31)), (datetime.date(2024, 1, 1), datetime.date(2024, 1, 2))]
+    [(datetime.date(2023, 12, 30), datetime.date(2024, 1, 2))]
+    >>> chunk_range(date(2022, 12, 30), date(2024, 1, 2), "1Day")
+    [(datetime.date(2022, 12, 30), datetime.date(2022, 12, 31)), (datetime.date(2023, 1, 1), datetime.date(2023, 12, 31)), (datetime.date(2024, 1, 1), datetime.date(2024, 1, 2))]
     """
     if start > end:
         raise ValueError(f"start {start} is after end {end}")
     intraday = parse_timeframe(timeframe).is_intraday
+    if (end - start).days < (92 if intraday else 366):
+        return [(start, end)]
     chunks: list[tuple[date, date]] = []
     lo = start
     while lo <= end:

@@ -136,8 +136,7 @@ def test_pipeline_bench_prints_sizes_side_by_side(tmp_path) -> None:
                   "peak RSS, flow process", "fixed per flow run, heartbeat off", "fixed per flow run, heartbeat on",
                   "per task run (4 no-op tasks, thread pool)"):
         assert label in out
-    # 2 cache_stats (before, after), 2 daily-bar chunks, corporate actions, minute bars, then one
-    # snapshot task run and one replay task run for all symbols (one task-runner thread by
-    # default: one chunk each).
+    # 1 daily-bar chunk (a year), corporate actions, minute bars, then one snapshot task run and one
+    # replay task run for all symbols (one task-runner thread by default: one chunk each).
     task_runs = next(line for line in out.splitlines() if line.startswith("task runs")).split()[2:]
-    assert task_runs == ["8", "8"]
+    assert task_runs == ["5", "5"]

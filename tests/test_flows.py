@@ -155,16 +155,17 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
     from flows.ingest_bars import ingest_bars
 
     db = cache_url
-    params = dict(symbols=["AAPL", "MSFT"], timeframe="1Day", start=date(2023, 12, 1), end=date(2024, 1, 31),
+    params = dict(symbols=["AAPL", "MSFT"], timeframe="1Day", start=date(2022, 12, 1), end=date(2024, 1, 31),
                   source="demo", db_path=db)
     state, summary = run(ingest_bars, **params)
 
     assert state.is_completed()
-    # 2023-12: 20 sessions; 2024-01: 21 sessions -> 41 sessions x 2 symbols, one request per year.
-    assert summary.chunks == 2
+    # Longer than a year: cut at the calendar years. 2022-12: 21 sessions (12-26 closed);
+    # 2023: 250; 2024-01: 21 -> 292 sessions x 2 symbols, one request per year.
+    assert summary.chunks == 3
     report = summary.report
-    assert (report.requests_made, report.rows_written, report.rows_rejected) == (2, 82, 0)
-    assert report.per_symbol["AAPL"]["rows_written"] == 41
+    assert (report.requests_made, report.rows_written, report.rows_rejected) == (3, 584, 0)
+    assert report.per_symbol["AAPL"]["rows_written"] == 292
     with TradingCacheManager(db) as cache:
         assert len(cache.get("MSFT", "2023-12-01", "2024-01-31", source="demo")) == 41
 
@@ -174,7 +175,7 @@ def test_ingest_bars_backfills_daily_bars_in_yearly_chunks_and_is_gap_aware(pref
     assert set(keys) == expected
     assert keys["ingest-bars-1day-progress"][0].data == 100.0
     per_symbol = keys["ingest-bars-1day-per-symbol"][0].data
-    assert "AAPL" in per_symbol and "41" in per_symbol
+    assert "AAPL" in per_symbol and "292" in per_symbol
 
     again, second = run(ingest_bars, **params)
     assert again.is_completed()
@@ -214,14 +215,15 @@ def test_ingest_bars_also_syncs_the_corporate_actions_of_its_window(prefect_harn
     assert "- corporate actions: 2024-05-01 .. 2024-11-29 cached already for 2 symbol(s): no request" in text
 
 
-def test_ingest_bars_minute_backfill_is_cut_at_the_quarter(prefect_harness, cache_url):
+def test_ingest_bars_short_minute_range_across_a_quarter_is_one_chunk(prefect_harness, cache_url):
     from flows.ingest_bars import ingest_bars
 
     db = cache_url
     state, summary = run(ingest_bars, symbols=["SPY"], timeframe="1Min", start=date(2024, 3, 27),
                          end=date(2024, 4, 2), source="demo", db_path=db)
     assert state.is_completed()
-    assert summary.chunks == 2  # Q1 and Q2
+    assert summary.chunks == 1  # a week across Q1/Q2: one task run, not two (see chunk_range)
+    assert "ingest-bars-1min-progress" not in artifacts_of(state, "ingest-bars-1min-progress")
     # 03-27, 03-28, 04-01, 04-02 (03-29 Good Friday closed): 4 x 390 regular-session minutes.
     assert summary.report.rows_written == 1560
     assert count_minute_bars(db) == 1560
@@ -751,15 +753,13 @@ def test_daily_pipeline_on_an_early_close(prefect_harness, cache_url, monkeypatc
     assert ("- corporate actions: 5 written for 2024-11-28 .. 2026-02-26, 2 of 2 symbol(s) asked, 1 request(s)"
             in keys["daily-pipeline-summary"][0].data)
     assert "corporate actions" in keys["daily-pipeline-stages"][0].data
-    # Issue 13: coarse tasks, readable names. 8 task runs: cache stats before and after; daily
-    # bars 2024-11-28..2024-12-31 and 2025 (a chunk per calendar year); corporate actions; minute
-    # bars; one snapshot chunk; one replay chunk (the replay's trade statistics and the chains'
-    # row count are one query each in the flow, not task runs).
+    # Issue 13: coarse tasks, readable names. 5 task runs: the year of daily bars (one chunk:
+    # no longer than a year, it is not cut at New Year); corporate actions; minute bars; one
+    # snapshot chunk; one replay chunk. The cache statistics (before, after, the replay's
+    # trades, the chains' rows) are reads in the flow, not task runs.
     names = task_run_names(state)
-    assert len(names) == 8
-    assert [n for n in names if not n.startswith("cache_stats")] == [
-        "fetch 1Day bars 2024-11-28..2024-12-31", "fetch 1Day bars 2025-01-01..2025-11-28",
-        "fetch 1Min bars 2025-11-28..2025-11-28", "fetch corporate actions 2024-11-28..2026-02-26",
+    assert names == [
+        "fetch 1Day bars 2024-11-28..2025-11-28", "fetch 1Min bars 2025-11-28..2025-11-28", "fetch corporate actions 2024-11-28..2026-02-26",
         "replay 2 sessions AAPL 2025-11-28..MSFT 2025-11-28", "snapshot 2 chains AAPL..MSFT"]
 
 

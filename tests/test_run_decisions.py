@@ -75,8 +75,15 @@ def test_chunk_range_boundaries():
         (date(2024, 7, 1), date(2024, 9, 30)),
         (date(2024, 10, 1), date(2024, 11, 5)),
     ]
-    assert chunk_range(date(2023, 12, 30), date(2024, 1, 2), "5Min") == [
-        (date(2023, 12, 30), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 1, 2))]
+    # No longer than one chunk: one chunk, whatever boundary it crosses (92 days intraday,
+    # 366 days daily: the daily job's 365-day window across a leap day is still one).
+    assert chunk_range(date(2023, 12, 30), date(2024, 1, 2), "5Min") == [(date(2023, 12, 30), date(2024, 1, 2))]
+    assert chunk_range(date(2023, 12, 1), date(2024, 3, 1), "1Min") == [(date(2023, 12, 1), date(2024, 3, 1))]
+    assert chunk_range(date(2023, 12, 1), date(2024, 3, 2), "1Min") == [
+        (date(2023, 12, 1), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 3, 2))]
+    assert chunk_range(date(2023, 6, 4), date(2024, 6, 3), "1Day") == [(date(2023, 6, 4), date(2024, 6, 3))]
+    assert chunk_range(date(2023, 6, 3), date(2024, 6, 3), "1Day") == [
+        (date(2023, 6, 3), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 6, 3))]
     assert chunk_range(date(2022, 5, 1), date(2024, 2, 1), "1Day") == [
         (date(2022, 5, 1), date(2022, 12, 31)), (date(2023, 1, 1), date(2023, 12, 31)),
         (date(2024, 1, 1), date(2024, 2, 1))]

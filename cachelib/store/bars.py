@@ -38,7 +38,6 @@ import pandas as pd
 from ..bars import (
     KEY_MAX,
     KEY_MIN,
-    NY,
     Timeframe,
     clamp_key,
     column_values,
@@ -124,7 +123,7 @@ def _session_bounds(lo: int, hi: int) -> tuple[int, int]:
     return session_day_of_key(lo, True), session_day_of_key(hi, True)
 
 
-def _symbol_frames(frames: Any, intraday: bool) -> tuple[pd.DataFrame | None, list[str], np.ndarray]:
+def _symbol_frames(frames: Any, tf: Timeframe) -> tuple[pd.DataFrame | None, list[str], np.ndarray]:
     """``set_many``'s input as one frame, its symbols and each row's symbol number.
 
     Takes a ``{symbol: DataFrame}`` mapping or one frame indexed ``(symbol, timestamp)``.
@@ -163,19 +162,25 @@ def _symbol_frames(frames: Any, intraday: bool) -> tuple[pd.DataFrame | None, li
     if len(parts) == 1:
         return parts[0], symbols, codes
     stacked = _stack_numeric(parts)
-    if stacked is None:
-        stacked = pd.concat([_naive_times(p, intraday) for p in parts])
+    if stacked is None:  # the careful path: each frame read alone, as set() reads it
+        stacked = pd.concat([_plain_part(p, symbols[c], tf) for p, c in zip(parts, part_codes, strict=True)])
     return stacked, symbols, codes
 
 
-def _naive_times(frame: pd.DataFrame, intraday: bool) -> pd.DataFrame:
-    """``frame`` with an aware DatetimeIndex made naive the way the key rule reads it (UTC for
-    intraday bars, the New York date for daily ones), so that frames in different time zones
-    concatenate into one DatetimeIndex instead of a column of objects."""
-    index = frame.index
-    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
-        return frame
-    return frame.set_axis(index.tz_convert("UTC" if intraday else NY).tz_localize(None))
+def _plain_part(frame: pd.DataFrame, sym: str, tf: Timeframe) -> pd.DataFrame:
+    """One of ``set_many``'s frames validated alone, exactly as ``set`` validates it (errors
+    name the symbol), as float64 bar columns indexed by naive times that give the same keys
+    (UTC instants, or session dates at midnight). Frames that differ in column case or layout
+    (``close``/``Close``, ``transactions``/``trade_count``, a time column or a time index, a
+    missing ``open``), time zone or dtypes then stack without changing meaning: a plain
+    ``pd.concat`` keeps ``close`` and ``Close`` apart, drops one frame's ``transactions`` and
+    turns one frame's bools next to another's ints into 0/1."""
+    try:
+        bars = normalize_bars(frame, tf)
+    except ValueError as exc:
+        raise ValueError(f"bars of {sym}: {exc}") from None
+    times = pd.DatetimeIndex(np.asarray(column_values(bars, "key")).astype("M8[s]"))
+    return bars.drop(columns="key").set_axis(times)
 
 
 def _stack_numeric(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
@@ -273,7 +278,7 @@ class BarTable:
         fd = write_feed(feed)
         asset = norm_asset_type(asset_type)
         tf = parse_timeframe(timeframe)
-        data, symbols, codes = _symbol_frames(frames, tf.is_intraday)
+        data, symbols, codes = _symbol_frames(frames, tf)
         if data is None or not len(data):
             return 0
         bars = normalize_bars(data, tf, groups=codes)

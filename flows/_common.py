@@ -256,21 +256,24 @@ class _BackgroundArtifacts:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifacts")
         self._pending: list[tuple[str, Future[Any]]] = []
+        self._closed = False
 
     def submit(self, key: str, call: Callable[[], Any]) -> Future[Any]:
+        if self._closed:
+            # A thread that copied the flow's context inside the block publishes after it ended:
+            # nobody waits any more, so the call is made in place (its error raises here).
+            done: Future[Any] = Future()
+            done.set_result(call())
+            return done
         future = self._pool.submit(contextvars.copy_context().run, call)
         self._pending.append((key, future))
         return future
 
     def wait(self) -> list[tuple[str, BaseException]]:
         """Wait for every artifact; returns the (key, error) of those that failed."""
-        failed = []
-        for key, future in self._pending:
-            error = future.exception()
-            if error is not None:
-                failed.append((key, error))
+        self._closed = True
         self._pool.shutdown(wait=True)
-        return failed
+        return [(key, error) for key, future in self._pending if (error := future.exception()) is not None]
 
 
 _background: contextvars.ContextVar[_BackgroundArtifacts | None] = contextvars.ContextVar(

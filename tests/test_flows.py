@@ -486,6 +486,27 @@ def test_the_flow_body_error_wins_over_a_background_artifact_error(prefect_harne
     assert "artifact 'Bad Key Too' could not be published: ValidationError" in run_logs.text
 
 
+def test_an_artifact_published_after_the_background_block_ends_is_created_in_place(prefect_harness):
+    """A thread that copied the flow's context inside the block (a task's, say) may publish after
+    the block has ended and its thread is gone: the artifact is then created in place."""
+    import contextvars
+
+    from prefect import flow
+
+    from flows._common import artifacts_in_background, publish_markdown
+
+    @flow(name="background_artifacts_late_probe")
+    def probe() -> str:
+        with artifacts_in_background():
+            inside = contextvars.copy_context()
+        inside.run(publish_markdown, "late-artifact", "## published late", "after the block")
+        return "ok"
+
+    state, result = run(probe)
+    assert state.is_completed() and result == "ok"
+    assert artifacts_of(state, "late-artifact")["late-artifact"][0].data == "## published late"
+
+
 def task_run_names(state) -> list[str]:
     """The names of the task runs of the flow run of ``state``, sorted (read from the API)."""
     from prefect import get_client

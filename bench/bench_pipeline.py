@@ -277,12 +277,14 @@ def report(results: dict[int, tuple[dict[str, Any], dict[str, Any]]], parts: dic
     row("peak RSS, plain process", lambda p, f: f"{p['peak_rss_mib']:.0f} MiB")
     row("peak RSS, flow process", lambda p, f: f"{f['peak_rss_mib']:.0f} MiB")
     width = max(len(r[0]) for r in rows)
-    head = f"{'':<{width}}" + "".join(f"{f'{n} symbols':>16}" for n in sizes)
+    # Each column as wide as its widest cell plus two spaces: cells never run together.
+    col = max(16, *(len(c) + 2 for _, cells in rows for c in cells))
+    head = f"{'':<{width}}" + "".join(f"{f'{n} symbols':>{col}}" for n in sizes)
     print("-" * len(head))
     print(head)
     print("-" * len(head))
     for label, cells in rows:
-        print(f"{label:<{width}}" + "".join(f"{c:>16}" for c in cells))
+        print(f"{label:<{width}}" + "".join(f"{c:>{col}}" for c in cells))
     print("-" * len(head))
 
     off, on, noops, n = med(parts["empty_off"]), med(parts["empty_on"]), med(parts["noops"]), parts["noop_tasks"]

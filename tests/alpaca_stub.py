@@ -193,6 +193,13 @@ def ny_midnight_utc(day: str | date) -> datetime:
     return datetime.combine(day, dtime(0), tzinfo=NY).astimezone(timezone.utc)
 
 
+def daily_bar(day: date, price: float) -> dict:
+    """One daily bar as Alpaca's JSON has it, priced around ``price`` (o=price, h=price+2,
+    l=price-1, c=price+1, v=1000, n=10, vw=price+0.5), stamped at New York midnight."""
+    return {"t": ny_midnight_utc(day).isoformat().replace("+00:00", "Z"), "o": price, "h": price + 2,
+            "l": price - 1, "c": price + 1, "v": 1000, "n": 10, "vw": price + 0.5}
+
+
 def make_daily_bars(
     start: str | date,
     days: int,

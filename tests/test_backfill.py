@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, Fault, ny_midnight_utc
+from alpaca_stub import TEST_KEY, TEST_SECRET, AlpacaStub, Fault
+from alpaca_stub import daily_bar as daily
 
 from cachelib.backfill import BackfillError, ChunkResult, bars_per_session, plan_backfill, run_backfill
 from cachelib.sources import AlpacaSource
@@ -20,11 +21,6 @@ BARS = "/v2/stocks/bars"
 JAN_2024 = [2, 3, 4, 5, 8, 9, 10, 11, 12, 16, 17, 18, 19, 22, 23, 24, 25, 26, 29, 30, 31]
 FEB_2024 = [1, 2, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 20, 21, 22, 23, 26, 27, 28, 29]
 SESSIONS = [date(2024, 1, d) for d in JAN_2024] + [date(2024, 2, d) for d in FEB_2024]
-
-
-def daily(day: date, price: float) -> dict:
-    return {"t": ny_midnight_utc(day).isoformat().replace("+00:00", "Z"), "o": price, "h": price + 2,
-            "l": price - 1, "c": price + 1, "v": 1000, "n": 10, "vw": price + 0.5}
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from alpaca_stub import (
     AlpacaStub,
     make_minute_bars,
     make_option_snapshot,
-    ny_midnight_utc,
+)
+from alpaca_stub import (
+    daily_bar as daily,
 )
 from freezegun import freeze_time
 
@@ -29,11 +31,6 @@ NY = ZoneInfo("America/New_York")
 # The XNYS sessions of January 2024, written out by hand (Jan 1 New Year, Jan 15 MLK Day).
 JAN_2024 = [2, 3, 4, 5, 8, 9, 10, 11, 12, 16, 17, 18, 19, 22, 23, 24, 25, 26, 29, 30, 31]
 FEB_FIRST_WEEK = [1, 2, 5, 6, 7]
-
-
-def daily(day: date, price: float) -> dict:
-    return {"t": ny_midnight_utc(day).isoformat().replace("+00:00", "Z"), "o": price, "h": price + 2,
-            "l": price - 1, "c": price + 1, "v": 1000, "n": 10, "vw": price + 0.5}
 
 
 @pytest.fixture
